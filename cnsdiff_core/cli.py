@@ -1,0 +1,236 @@
+"""The command line: `python -m cnsdiff_core <command>`. The only module that prints.
+
+  train       train one or several samplers, write runs to the run store
+  resume      continue an interrupted run from its last checkpoint
+  list        list stored runs
+  datasets    list datasets and where they come from
+  experiment  every sampler x seeds on one dataset, one results table (docs/RESULTS.md)
+  bench       seconds per epoch, evaluation time, memory, where the time goes
+  precompute  the workshop bundle of runs and projections
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+
+from .config import PRESETS, SAMPLERS, ConfigError, parse_set_args, preset_config, setting_help
+
+warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+
+
+def _progress_printer(prefix: str):
+    state = {"last": 0.0}
+
+    def cb(event: dict) -> None:
+        kind = event["type"]
+        now = time.time()
+        if kind == "start":
+            print(f"{prefix} device: {event['device']}, {event['n_train']} training interactions", flush=True)
+        elif kind == "batch" and now - state["last"] > 2:
+            state["last"] = now
+            print(f"{prefix} epoch {event['epoch'] + 1} batch {event['batch']}/{event['n_batches']} "
+                  f"loss {event['loss']:.4f} ETA {event['eta_s']:.0f}s", flush=True)
+        elif kind == "epoch":
+            r = event["record"]
+            print(f"{prefix} epoch {r['epoch']}: loss {r.get('loss', float('nan')):.4f} "
+                  f"valid R@20 {r.get('valid_recall@20', float('nan')):.4f} "
+                  f"OOD R@20 {r.get('ood_recall@20', float('nan')):.4f} ({r['train_seconds']:.2f}s)", flush=True)
+
+    return cb
+
+
+def _config_from_args(args, sampler: str):
+    overrides = parse_set_args(args.set or [])
+    for name in ("dataset", "shift", "device", "epochs", "seed"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "config", None):
+        from pathlib import Path
+
+        from .config import TrainConfig
+
+        try:
+            text = Path(args.config).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {args.config} ({exc.strerror}); check the path.") from None
+        base = TrainConfig.from_json(text).to_dict()
+        base.update(overrides)
+        overrides = base
+    overrides["sampler"] = sampler
+    return preset_config(args.preset, **overrides)
+
+
+def cmd_train(args) -> int:
+    from .runs import RunStore, train_and_store
+
+    store = RunStore(args.runs_dir) if args.runs_dir else RunStore()
+    samplers = [s.strip() for s in args.sampler.split(",") if s.strip()]
+    configs = [_config_from_args(args, s) for s in samplers]  # validate all before training any
+    from .data import load_dataset
+
+    data = load_dataset(configs[0].dataset, configs[0].shift, seed=configs[0].data_seed)
+    for note in data.notes:
+        print(f"note: {note}")
+    for cfg in configs:
+        run_id, res = train_and_store(cfg, store, [_progress_printer(f"[{cfg.sampler}]")], data=data)
+        m = res.metrics
+        print(f"run {run_id}: {res.status} ({res.message}); selected epoch {res.best_epoch}; "
+              f"IID R@20 {m.get('iid_recall@20', float('nan')):.4f} NDCG@20 {m.get('iid_ndcg@20', float('nan')):.4f}; "
+              f"OOD R@20 {m.get('ood_recall@20', float('nan')):.4f} NDCG@20 {m.get('ood_ndcg@20', float('nan')):.4f}; "
+              f"{res.seconds:.1f}s")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from .runs import RunStore, resume_run
+
+    store = RunStore(args.runs_dir) if args.runs_dir else RunStore()
+    run_id, res = resume_run(args.run_id, store, [_progress_printer("[resume]")])
+    print(f"run {run_id}: {res.status}; selected epoch {res.best_epoch}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .runs import RunStore
+
+    store = RunStore(args.runs_dir) if args.runs_dir else RunStore()
+    runs = store.list_runs()
+    if not runs:
+        print(f"no runs in {store.root}")
+    for r in runs:
+        ood = r.final.get("ood_recall@20")
+        extra = f" OOD R@20 {ood:.4f}" if isinstance(ood, (int, float)) else ""
+        print(f"{r.run_id}\t{r.status}\t{r.message}{extra}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import list_datasets
+
+    for d in list_datasets():
+        where = "available" if d.get("available") else f"unavailable: {d.get('reason', '')}"
+        print(f"{d['name']}\t{d.get('kind', '')}\tshifts: {', '.join(d.get('shifts', []))}\t{where}")
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from .experiment import run_experiment
+
+    samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    overrides = parse_set_args(args.set or [])
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    table = run_experiment(args.dataset, samplers, seeds=args.seeds, shift=args.shift, device=args.device,
+                           preset=args.preset, overrides=overrides, with_reference=not args.no_reference,
+                           runs_dir=args.runs_dir, log=print)
+    print(table.markdown)
+    if args.out:
+        table.frame.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    for line in run_bench(datasets=args.datasets.split(","), epochs=args.epochs, device=args.device):
+        print(line, flush=True)
+    return 0
+
+
+def cmd_precompute(args) -> int:
+    from .bundle import precompute_bundle
+
+    for line in precompute_bundle(args.bundle, runs_dir=args.runs_dir, epochs=args.epochs,
+                                  real_dataset=args.real_dataset):
+        print(line, flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cnsdiff_core", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train samplers and store the runs")
+    t.add_argument("--dataset", default=None, help="registry name (sample, food, yelp2018, coat, kuairec, "
+                   "synthetic:key=value,...) or a folder / file path")
+    t.add_argument("--shift", default=None, help="popularity | temporal | exposure | random")
+    t.add_argument("--sampler", default="cnsdiff", help=f"one or several of {','.join(SAMPLERS)}")
+    t.add_argument("--preset", default="tuned", choices=sorted(PRESETS))
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any setting (repeatable)")
+    t.add_argument("--config", help="a config JSON file (e.g. a run's config.json)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--runs-dir", help="run store folder (default $CNSDIFF_RUNS or runs/)")
+    t.add_argument("--help-settings", action="store_true", help="list every setting and exit")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("resume", help="continue an interrupted run")
+    r.add_argument("run_id")
+    r.add_argument("--runs-dir")
+    r.set_defaults(func=cmd_resume)
+
+    ls = sub.add_parser("list", help="list stored runs")
+    ls.add_argument("--runs-dir")
+    ls.set_defaults(func=cmd_list)
+
+    ds = sub.add_parser("datasets", help="list datasets")
+    ds.set_defaults(func=cmd_datasets)
+
+    e = sub.add_parser("experiment", help="every sampler x seeds on one dataset")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--shift")
+    e.add_argument("--samplers", default=",".join(SAMPLERS))
+    e.add_argument("--seeds", type=int, default=1)
+    e.add_argument("--epochs", type=int)
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--preset", default="tuned", choices=sorted(PRESETS))
+    e.add_argument("--set", action="append", metavar="KEY=VALUE")
+    e.add_argument("--no-reference", action="store_true", help="skip the reference-code row")
+    e.add_argument("--runs-dir")
+    e.add_argument("--out", help="write the table as CSV")
+    e.set_defaults(func=cmd_experiment)
+
+    b = sub.add_parser("bench", help="speed benchmark")
+    b.add_argument("--datasets", default="food,yelp2018")
+    b.add_argument("--epochs", type=int, default=2)
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.set_defaults(func=cmd_bench)
+
+    w = sub.add_parser("precompute", help="precompute the workshop bundle")
+    w.add_argument("--bundle", default="workshop")
+    w.add_argument("--runs-dir")
+    w.add_argument("--epochs", type=int)
+    w.add_argument("--real-dataset", help="also train on this dataset (e.g. coat)")
+    w.set_defaults(func=cmd_precompute)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "help_settings", False):
+        for name, typ, default in setting_help():
+            print(f"{name:24s} {typ:18s} default {default}")
+        return 0
+    from .data.dataset import DataError
+    from .runs import StoreError
+    from .train import TrainingError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, StoreError, TrainingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the run folder keeps its last checkpoint; `resume` continues it.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The MLP denoiser f_theta(z_t, t) that predicts z_0 (reference architecture, METHOD.md)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+def timestep_embedding(t: torch.Tensor, dim: int = 64, max_period: float = 10000.0) -> torch.Tensor:
+    """(B,) integer steps -> (B, dim) sinusoidal embedding (Vaswani et al. 2017, sec. 3.5)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float().unsqueeze(-1) * freqs  # (B, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class Denoiser(nn.Module):
+    """normalize(z_t) -> dropout -> [ . , W_t emb(t) (, e_u)] -> Linear + tanh -> Linear -> z0_hat."""
+
+    def __init__(self, dim: int = 64, hidden: int = 64, time_dim: int = 64, dropout: float = 0.5,
+                 condition_on_user: bool = False) -> None:
+        super().__init__()
+        self.time_dim = time_dim
+        self.condition_on_user = condition_on_user
+        self.time_proj = nn.Linear(time_dim, time_dim)
+        in_dim = dim + time_dim + (dim if condition_on_user else 0)
+        self.hidden = nn.Linear(in_dim, hidden)
+        self.out = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+        for layer in (self.time_proj, self.hidden, self.out):
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.normal_(layer.bias, std=0.001)
+
+    def forward(self, zt: torch.Tensor, t: torch.Tensor, user: torch.Tensor | None = None) -> torch.Tensor:
+        # zt: (B, d); t: (B,) long; user: (B, d) or None
+        h = self.dropout(F.normalize(zt, dim=-1))
+        parts = [h, self.time_proj(timestep_embedding(t, self.time_dim))]
+        if self.condition_on_user:
+            if user is None:
+                raise ValueError("this denoiser is conditioned on the user; pass the user embedding.")
+            parts.append(F.normalize(user, dim=-1))
+        return self.out(torch.tanh(self.hidden(torch.cat(parts, dim=-1))))

@@ -1,0 +1,402 @@
+"""The run store: one folder per run under CNSDIFF_RUNS (default `runs/`).
+
+Layout of a run folder:
+  config.json        the TrainConfig
+  status.json        status (running | finished | stopped | early-stopped | failed), message, timing,
+                     device, pid (a 'running' run whose process is gone is listed as 'interrupted')
+  dataset.json       statistics, shift report and notes of the data it was trained on
+  history.csv        one row per epoch: losses, valid / IID / OOD metrics, seconds
+  diagnostics.csv    one row per epoch x sampler (x CNSDiff step): FHN, lift, hardness, distances
+  final.json         metrics at the selected epoch
+  model.pt           selected weights (model + denoiser), tensors only (loaded with weights_only)
+  checkpoint.pt      last epoch with optimizer, for resuming an interrupted run
+  embeddings.npz     final user / item embeddings
+  per_user.npz       per-user Recall/NDCG@20 on IID and OOD test (paired tests)
+  negatives_*.npz    probe negatives of every sampler at chosen epochs and at the selected one
+Every file is written to a temporary name and renamed, so a reader never sees half a file; a run
+folder is created exclusively and never overwritten.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import ConfigError, TrainConfig
+
+RUNS_ENV = "CNSDIFF_RUNS"
+
+
+class StoreError(RuntimeError):
+    """The run store cannot be read or written; the message says which path and what to do."""
+
+
+def default_root() -> Path:
+    return Path(os.environ.get(RUNS_ENV, "runs"))
+
+
+# --- atomic writes --------------------------------------------------------------------------------
+def _atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, mode) as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise StoreError(f"could not write {path} ({exc.strerror or exc}); free disk space or make "
+                         f"the runs folder writable (set {RUNS_ENV} to another folder).") from None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _atomic(path, lambda fh: json.dump(_jsonable(obj), fh, indent=2, sort_keys=True))
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    _atomic(path, lambda fh: pd.DataFrame(rows).to_csv(fh, index=False))
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    _atomic(path, lambda fh: np.savez_compressed(fh, **arrays), mode="wb")
+
+
+def write_torch(path: Path, obj: Any) -> None:
+    _atomic(path, lambda fh: torch.save(obj, fh), mode="wb")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- reading ---------------------------------------------------------------------------------------
+@dataclass
+class RunInfo:
+    run_id: str
+    path: Path
+    status: str  # as stored, 'interrupted' for a dead 'running' run, 'damaged' when unreadable
+    message: str
+    config: dict
+    final: dict
+    created: float
+
+    def label(self) -> str:
+        c = self.config
+        return f"{self.run_id} · {c.get('sampler', '?')} · {c.get('preset', '?')} · {self.status}"
+
+
+class RunStore:
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+
+    def path(self, run_id: str) -> Path:
+        if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith("."):
+            raise StoreError(f"run id {run_id!r} is not a valid run name; pick one from the run list.")
+        return self.root / run_id
+
+    def list_runs(self) -> list[RunInfo]:
+        """Every run folder, newest first; damaged ones are listed with the reason, never raised."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in self.root.iterdir():
+            if p.is_dir() and not p.name.startswith("."):
+                out.append(self.info(p.name))
+        return sorted(out, key=lambda r: r.created, reverse=True)
+
+    def info(self, run_id: str) -> RunInfo:
+        p = self.path(run_id)
+        try:
+            config = json.loads((p / "config.json").read_text())
+            status = json.loads((p / "status.json").read_text())
+        except FileNotFoundError as exc:
+            return RunInfo(run_id, p, "damaged", f"missing {Path(exc.filename).name}", {}, {}, _mtime(p))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            return RunInfo(run_id, p, "damaged", f"unreadable file ({exc.__class__.__name__})", {}, {}, _mtime(p))
+        state = status.get("status", "unknown")
+        if state == "running" and not _pid_alive(int(status.get("pid", -1))):
+            state = "interrupted"
+        final = {}
+        if (p / "final.json").exists():
+            try:
+                final = json.loads((p / "final.json").read_text())
+            except (json.JSONDecodeError, OSError):
+                state, status["message"] = "damaged", "final.json is truncated"
+        if state in ("finished", "stopped", "early-stopped") and not (p / "model.pt").exists():
+            state, status["message"] = "damaged", "model.pt is missing"
+        return RunInfo(run_id, p, state, status.get("message", ""), config, final,
+                       float(status.get("created", _mtime(p))))
+
+    def load(self, run_id: str) -> "Run":
+        info = self.info(run_id)
+        if info.status == "damaged":
+            raise StoreError(f"run {run_id} is damaged ({info.message}); delete it or train it again.")
+        return Run(info)
+
+    # --- writing -----------------------------------------------------------------------------------
+    def create(self, cfg: TrainConfig, data_info: dict | None = None) -> "RunWriter":
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the runs folder {self.root} ({exc.strerror}); set {RUNS_ENV} "
+                             "to a writable folder.") from None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = _slug(cfg.dataset)
+        for _ in range(20):
+            run_id = f"{stamp}-{name}-{cfg.sampler}-{cfg.preset}-{secrets.token_hex(2)}"
+            try:
+                (self.root / run_id).mkdir()  # exclusive: an existing run is never reused
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot create a run folder in {self.root} ({exc.strerror}); set "
+                                 f"{RUNS_ENV} to a writable folder.") from None
+        else:
+            raise StoreError(f"could not find a free run name in {self.root}; try again.")
+        return RunWriter(self.root / run_id, cfg, data_info or {})
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _slug(text: str) -> str:
+    base = Path(str(text)).name or "data"
+    keep = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in base.split(":")[0])
+    return keep[:24] or "data"
+
+
+class Run:
+    """Read access to a stored run; arrays are loaded lazily and never unpickled."""
+
+    def __init__(self, info: RunInfo) -> None:
+        self.info = info
+        self.path = info.path
+        self.config = TrainConfig.from_dict(info.config)
+
+    @property
+    def run_id(self) -> str:
+        return self.info.run_id
+
+    def history(self) -> pd.DataFrame:
+        return _read_csv(self.path / "history.csv")
+
+    def diagnostics(self) -> pd.DataFrame:
+        return _read_csv(self.path / "diagnostics.csv")
+
+    def dataset_info(self) -> dict:
+        p = self.path / "dataset.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.path / "embeddings.npz", allow_pickle=False) as z:
+            return z["user"], z["item"]
+
+    def per_user(self) -> dict[str, np.ndarray]:
+        p = self.path / "per_user.npz"
+        if not p.exists():
+            return {}
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def snapshot_names(self) -> list[str]:
+        return sorted(p.stem.removeprefix("negatives_") for p in self.path.glob("negatives_*.npz"))
+
+    def negatives(self, which: str = "best") -> dict[str, dict[str, np.ndarray]]:
+        """{sampler or 'cnsdiff@s': {items, hardness, nn_dist, fhn, vec}, '_probe': {...}}."""
+        p = self.path / f"negatives_{which}.npz"
+        if not p.exists():
+            return {}
+        out: dict[str, dict[str, np.ndarray]] = {}
+        with np.load(p, allow_pickle=False) as z:
+            for key in z.files:
+                group, name = key.split("/", 1)
+                out.setdefault(group, {})[name] = z[key]
+        return out
+
+    def weights(self) -> dict:
+        return torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
+
+    def checkpoint(self) -> dict | None:
+        p = self.path / "checkpoint.pt"
+        return torch.load(p, map_location="cpu", weights_only=True) if p.exists() else None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    return pd.read_csv(path)
+
+
+class RunWriter:
+    """A trainer callback that writes everything the app shows, as the run goes."""
+
+    def __init__(self, path: Path, cfg: TrainConfig, data_info: dict, resume: bool = False) -> None:
+        self.path, self.cfg = Path(path), cfg
+        self.run_id = self.path.name
+        self.history: list[dict] = []
+        self.diag: list[dict] = []
+        self.created = time.time()
+        self.status: dict[str, Any] = {"status": "running", "message": "", "created": self.created,
+                                       "pid": os.getpid(), "device": "", "epochs_run": 0}
+        if resume:
+            old = Run(RunInfo(self.run_id, self.path, "running", "", cfg.to_dict(), {}, self.created))
+            self.history = old.history().to_dict("records")
+            self.diag = old.diagnostics().to_dict("records")
+            self.status |= {k: v for k, v in json.loads((self.path / "status.json").read_text()).items()
+                            if k in ("created", "device")}
+            self.status["status"] = "running"
+            self.status["pid"] = os.getpid()
+        else:
+            write_json(self.path / "config.json", cfg.to_dict())
+            write_json(self.path / "dataset.json", data_info)
+        self._write_status()
+
+    def _write_status(self) -> None:
+        self.status["updated"] = time.time()
+        write_json(self.path / "status.json", self.status)
+
+    def __call__(self, event: dict) -> None:
+        kind = event["type"]
+        if kind == "start":
+            self.status["device"] = event["device"]
+            self._write_status()
+        elif kind == "epoch":
+            self.history.append(event["record"])
+            self.diag.extend(event["diagnostics"])
+            write_csv(self.path / "history.csv", self.history)
+            write_csv(self.path / "diagnostics.csv", self.diag)
+            self.status["epochs_run"] = event["record"]["epoch"]
+            self._write_status()
+        elif kind == "best":
+            write_torch(self.path / "model.pt", {"model": event["state"]["model"],
+                                                 "sampler": event["state"]["sampler"],
+                                                 "epoch": event["epoch"]})
+        elif kind == "checkpoint":
+            write_torch(self.path / "checkpoint.pt", event["state"])
+        elif kind == "snapshot":
+            flat = {f"{group}/{name}": np.asarray(arr) for group, d in event["raw"].items() for name, arr in d.items()}
+            write_npz(self.path / f"negatives_{event['epoch']}.npz", flat)
+        elif kind == "end":
+            res = event["result"]
+            write_json(self.path / "final.json", {"best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+                                                  "seconds": res.seconds, **res.metrics})
+            if res.user_emb is not None:
+                write_npz(self.path / "embeddings.npz", {"user": res.user_emb, "item": res.item_emb})
+            if res.per_user:
+                write_npz(self.path / "per_user.npz", res.per_user)
+            self.status.update(status=res.status, message=res.message, seconds=res.seconds,
+                               best_epoch=res.best_epoch, epochs_run=res.epochs_run)
+            self._write_status()
+
+    def fail(self, message: str) -> None:
+        self.status.update(status="failed", message=message)
+        self._write_status()
+
+
+def train_and_store(cfg: TrainConfig, store: RunStore | None = None, callbacks: Iterable = (),
+                    should_stop: Callable[[], bool] | None = None, data=None,
+                    on_created: Callable[[str], None] | None = None):
+    """Load the data, train, and write the run. Returns (run_id, TrainResult).
+
+    A failure (bad data, NaN loss) marks the run 'failed' with the message and re-raises."""
+    from .data import load_dataset, shift_report
+    from .train import Trainer
+
+    store = store or RunStore()
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.shift, seed=cfg.data_seed)
+    info = {"name": data.name, "shift": data.shift, "stats": data.stats(), "notes": data.notes,
+            "source": data.source}
+    try:
+        info["shift_report"] = shift_report(data)
+    except Exception as exc:  # the report is informative only; never lose a run over it
+        info["shift_report"] = {"error": str(exc)}
+    writer = store.create(cfg, info)
+    if on_created:
+        on_created(writer.run_id)
+    try:
+        result = Trainer(cfg, data, [writer, *callbacks], should_stop).fit()
+    except (ConfigError, ValueError, RuntimeError) as exc:
+        writer.fail(str(exc))
+        raise
+    return writer.run_id, result
+
+
+def resume_run(run_id: str, store: RunStore | None = None, callbacks: Iterable = (),
+               should_stop: Callable[[], bool] | None = None):
+    """Continue an interrupted or stopped run from its last checkpoint, in the same folder."""
+    from .data import load_dataset
+    from .train import Trainer
+
+    store = store or RunStore()
+    info = store.info(run_id)
+    if info.status not in ("interrupted", "stopped"):
+        raise StoreError(f"run {run_id} is {info.status}; only interrupted or stopped runs can be resumed.")
+    run = Run(info)
+    state = run.checkpoint()
+    if state is None:
+        raise StoreError(f"run {run_id} has no checkpoint.pt; train it again instead.")
+    cfg = run.config
+    data = load_dataset(cfg.dataset, cfg.shift, seed=cfg.data_seed)
+    writer = RunWriter(info.path, cfg, {}, resume=True)
+    trainer = Trainer(cfg, data, [writer, *callbacks], should_stop)
+    best_record, best_state = _best_so_far(run, cfg)
+    try:
+        result = trainer.fit(resume_state=state, best_record=best_record, best_state=best_state)
+    except (ConfigError, ValueError, RuntimeError) as exc:
+        writer.fail(str(exc))
+        raise
+    return run_id, result
+
+
+def _best_so_far(run: Run, cfg: TrainConfig) -> tuple[dict | None, dict | None]:
+    """The selected epoch of a run's history (validation Recall@20) and its stored weights."""
+    hist = run.history()
+    if hist.empty or "valid_recall@20" not in hist or not (run.path / "model.pt").exists():
+        return None, None
+    weights = run.weights()
+    rows = hist[hist["epoch"] == int(weights.get("epoch", -1))]
+    if rows.empty:
+        return None, None
+    return rows.iloc[0].to_dict(), {"model": weights["model"], "sampler": weights.get("sampler", {})}

@@ -1,0 +1,113 @@
+"""The one interface every negative sampler implements, and the tensors they share."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+
+
+class NegativePool:
+    """Draws items a user has not trained on, fully on tensors (rejection without Python loops
+    over samples). Membership is a binary search over sorted keys user * I + item."""
+
+    def __init__(self, train: np.ndarray, n_users: int, n_items: int, device: torch.device,
+                 popularity: np.ndarray | None = None, power: float = 0.75) -> None:
+        self.n_users, self.n_items, self.device = n_users, n_items, device
+        keys = np.unique(train[:, 0].astype(np.int64) * n_items + train[:, 1].astype(np.int64))
+        self.keys = torch.as_tensor(keys, device=device)
+        pop = np.ones(n_items) if popularity is None else np.asarray(popularity, dtype=np.float64)
+        w = np.power(np.maximum(pop, 0) + 1e-12, power)
+        self.pop_probs = torch.as_tensor(w / w.sum(), dtype=torch.float32, device=device)
+        # Users who trained on every item cannot get a negative; they are rare and get any item.
+        deg = np.bincount(train[:, 0], minlength=n_users)
+        self.saturated = torch.as_tensor(deg >= n_items, device=device)
+
+    def is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        k = users.long() * self.n_items + items.long()
+        idx = torch.searchsorted(self.keys, k).clamp(max=max(len(self.keys) - 1, 0))
+        return self.keys[idx] == k if len(self.keys) else torch.zeros_like(k, dtype=torch.bool)
+
+    def draw(self, users: torch.Tensor, m: int = 1, weighted: bool = False, max_rounds: int = 50) -> torch.Tensor:
+        """(B, m) items not in each user's training set (uniform, or popularity**power)."""
+        B = users.shape[0]
+        uu = users.view(B, 1).expand(B, m)
+        items = self._raw(B * m, weighted).view(B, m)
+        for _ in range(max_rounds):
+            bad = self.is_positive(uu, items) & ~self.saturated[uu]
+            n_bad = int(bad.sum())
+            if n_bad == 0:
+                break
+            items[bad] = self._raw(n_bad, weighted)
+        return items
+
+    def _raw(self, n: int, weighted: bool) -> torch.Tensor:
+        if weighted:
+            return torch.multinomial(self.pop_probs, n, replacement=True)
+        return torch.randint(0, self.n_items, (n,), device=self.device)
+
+
+@dataclass
+class BatchContext:
+    """What a sampler may look at for one batch of training triples (u, i, j)."""
+
+    users: torch.Tensor  # (B,)
+    pos: torch.Tensor  # (B,)
+    rand_neg: torch.Tensor  # (B,) uniform negatives
+    user_e: torch.Tensor  # (B, d) final user embeddings (with grad)
+    pos_e: torch.Tensor  # (B, d)
+    items_e: torch.Tensor  # (I, d) all final item embeddings (with grad)
+    layers: torch.Tensor | None  # (L+1, U+I, d) per-layer embeddings, when a sampler asks
+    n_users: int
+    progress: float  # 0 at the first epoch, 1 at the last
+    pool: NegativePool
+    env: torch.Tensor | None = None  # (B,) environment of each training interaction
+
+
+@dataclass
+class NegativeBatch:
+    emb: torch.Tensor  # (B, d) the negative used in BPR
+    items: torch.Tensor | None  # (B,) item ids when the negative is a real item
+    reg_items: torch.Tensor  # (B,) items whose layer-0 rows get the L2 term
+    extra_loss: torch.Tensor | None = None  # added to the recommender loss (CNSDiff: CL term)
+    candidates: torch.Tensor | None = None  # (B, S, d) CNSDiff candidates per step (diagnostics)
+    chosen: torch.Tensor | None = None  # (B,) index of the chosen candidate
+    synthesized: torch.Tensor | None = None  # (B, d) the synthesized part before mixing
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+class Sampler:
+    """Base class: `sample` returns a NegativeBatch; `update` runs after the recommender's step."""
+
+    name = "base"
+    needs_layers = False
+    synthesizes = False  # True when negatives are vectors, resolved to items for diagnostics
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+
+    def sample(self, ctx: BatchContext) -> NegativeBatch:
+        raise NotImplementedError
+
+    def update(self, ctx: BatchContext) -> dict[str, float]:
+        return {}
+
+    def after_backward(self) -> None:
+        """Called after the recommender's backward pass (joint denoiser training steps here)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def item_negative(ctx: BatchContext, items: torch.Tensor) -> NegativeBatch:
+    return NegativeBatch(emb=ctx.items_e[items], items=items, reg_items=items)
+
+
+def score_candidates(user_e: torch.Tensor, cand_e: torch.Tensor) -> torch.Tensor:
+    """(B, d) x (B, M, d) -> (B, M) inner products."""
+    return torch.einsum("bd,bmd->bm", user_e, cand_e)

@@ -1,0 +1,128 @@
+"""CNSDiff (Zhao et al. 2025): negatives synthesized by a diffusion model started from the
+positive item, hardness picked over diffusion steps, mixed with a random negative on a Beta
+schedule, plus a contrastive term. See METHOD.md for every default and for "the trap"."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..config import TrainConfig
+from ..diffusion import Denoiser, NoiseSchedule, denoiser_loss, synthesize_candidates
+from .base import BatchContext, NegativeBatch, Sampler, score_candidates
+
+
+class CNSDiffSampler(Sampler):
+    name = "cnsdiff"
+    synthesizes = True
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        super().__init__(cfg, device)
+        self.schedule = NoiseSchedule.from_config(cfg)
+        self.sched = self.schedule.tensors(device)
+        self.weights = torch.as_tensor(self.schedule.loss_weights(cfg.normalize_snr_weights),
+                                       dtype=torch.float32, device=device)
+        self.denoiser = Denoiser(cfg.dim, cfg.denoiser_hidden, 64, cfg.denoiser_dropout,
+                                 cfg.condition_on_user).to(device)
+        self.optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.denoiser_lr)
+        self.steps = cfg.hardness_steps()
+        self.stops = [cfg.stop_for(s) for s in self.steps]
+
+    # --- synthesis ------------------------------------------------------------------------
+    @torch.no_grad()
+    def candidates(self, pos_e: torch.Tensor, user_e: torch.Tensor) -> torch.Tensor:
+        """(B, d) positives -> (B, S, d) one candidate per hardness step."""
+        cfg = self.cfg
+        was_training = self.denoiser.training
+        self.denoiser.eval()
+        noise = torch.randn((len(self.steps),) + tuple(pos_e.shape), device=pos_e.device)
+        user = user_e if cfg.condition_on_user else None
+        out = synthesize_candidates(self.denoiser, self.sched, pos_e, self.steps, self.stops, noise,
+                                    user, cfg.reverse_from_T, cfg.posterior_noise)
+        self.denoiser.train(was_training)
+        return out
+
+    def pick_hardest(self, cands: torch.Tensor, pos_e: torch.Tensor, user_e: torch.Tensor) -> torch.Tensor:
+        """(B,) index of the highest-scored candidate whose distance to the positive respects the
+        floor min_distance (relative to the positive's norm); if none does, the farthest one."""
+        scores = score_candidates(user_e, cands)  # (B, S)
+        if self.cfg.min_distance > 0:
+            dist = (cands - pos_e.unsqueeze(1)).norm(dim=-1) / pos_e.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            ok = dist >= self.cfg.min_distance
+            scores = torch.where(ok, scores, torch.full_like(scores, float("-inf")))
+            none_ok = ~ok.any(1)
+            return torch.where(none_ok, dist.argmax(1), scores.argmax(1))
+        return scores.argmax(1)
+
+    def mix_weights(self, n: int, progress: float, device) -> torch.Tensor:
+        """lambda ~ Beta(a, b), (a, b) moving linearly from (a0, b0) to (a1, b1) over training."""
+        cfg = self.cfg
+        a = cfg.mix_a0 + (cfg.mix_a1 - cfg.mix_a0) * progress
+        b = cfg.mix_b0 + (cfg.mix_b1 - cfg.mix_b0) * progress
+        lam = torch.distributions.Beta(torch.tensor(float(a)), torch.tensor(float(b))).sample((n,)).to(device)
+        return lam.clamp(min=cfg.min_mix)
+
+    def sample(self, ctx: BatchContext) -> NegativeBatch:
+        cfg = self.cfg
+        user_d, pos_d = ctx.user_e.detach(), ctx.pos_e.detach()
+        cands = self.candidates(pos_d, user_d)  # (B, S, d)
+        chosen = self.pick_hardest(cands, pos_d, user_d)  # (B,)
+        h = cands[torch.arange(len(chosen), device=cands.device), chosen]  # (B, d), no grad
+        rand_e = ctx.items_e[ctx.rand_neg]  # (B, d), with grad
+        lam = self.mix_weights(len(chosen), ctx.progress, h.device).unsqueeze(-1)  # (B, 1)
+        neg = lam * h + (1 - lam) * rand_e
+        extra, parts = None, {}
+        if cfg.cl_weight > 0:
+            cl = contrastive_loss(ctx.pos_e, torch.cat([h, rand_e], 0), cfg.cl_temperature)
+            extra = cfg.cl_weight * cl
+            parts["cl"] = float(cl.detach())
+        if cfg.denoiser_joint:
+            env = ctx.env if cfg.causal == "env-variance" else None
+            dl, dparts = denoiser_loss(self.denoiser, self.sched, ctx.pos_e, self.weights, cfg.causal,
+                                       cfg.causal_weight, env, cfg.n_envs,
+                                       ctx.user_e if cfg.condition_on_user else None)
+            extra = cfg.diff_weight * dl if extra is None else extra + cfg.diff_weight * dl
+            parts.update(dparts)
+        parts["lambda"] = float(lam.mean())
+        return NegativeBatch(emb=neg, items=None, reg_items=ctx.rand_neg, extra_loss=extra,
+                             candidates=cands, chosen=chosen, synthesized=h, parts=parts)
+
+    # --- denoiser training --------------------------------------------------------------------
+    def update(self, ctx: BatchContext) -> dict[str, float]:
+        """Separate training (default): one step of the denoiser's own optimizer on detached
+        positive embeddings, so the denoiser does not drag the recommender."""
+        cfg = self.cfg
+        if not cfg.train_denoiser or cfg.denoiser_joint:
+            return {}
+        self.denoiser.train()
+        env = ctx.env if cfg.causal == "env-variance" else None
+        loss, parts = denoiser_loss(self.denoiser, self.sched, ctx.pos_e.detach(), self.weights, cfg.causal,
+                                    cfg.causal_weight, env, cfg.n_envs,
+                                    ctx.user_e.detach() if cfg.condition_on_user else None)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return parts
+
+    def after_backward(self) -> None:
+        # Joint mode: gradients reached the denoiser through the recommender's loss. The reference
+        # code never steps this optimizer (train_denoiser=False), which is its bug 1.
+        if self.cfg.denoiser_joint and self.cfg.train_denoiser:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        return {"denoiser": self.denoiser.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "denoiser" in state:
+            self.denoiser.load_state_dict(state["denoiser"])
+
+
+def contrastive_loss(anchor: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """-mean cos(e_i, e_i + 0.01 noise)/tau + mean logsumexp_n cos(e_i, n)/tau over the batch's
+    synthesized and random negatives. anchor: (B, d), negatives: (N, d)."""
+    a = F.normalize(anchor, dim=-1)
+    pos = F.normalize(anchor + 0.01 * torch.randn_like(anchor), dim=-1)
+    pos_logit = (a * pos).sum(-1) / temperature  # (B,)
+    neg_logits = a @ F.normalize(negatives, dim=-1).T / temperature  # (B, N)
+    return -pos_logit.mean() + torch.logsumexp(neg_logits, dim=1).mean()

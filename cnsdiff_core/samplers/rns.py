@@ -1,0 +1,9 @@
+"""RNS: one uniform random item the user has not trained on."""
+from .base import BatchContext, NegativeBatch, Sampler, item_negative
+
+
+class RandomSampler(Sampler):
+    name = "rns"
+
+    def sample(self, ctx: BatchContext) -> NegativeBatch:
+        return item_negative(ctx, ctx.rand_neg)

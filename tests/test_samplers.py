@@ -1,0 +1,138 @@
+"""One contract over every sampler, plus the properties each sampler promises."""
+import numpy as np
+import pytest
+import torch
+
+from cnsdiff_core.config import SAMPLERS, TrainConfig, preset_config
+from cnsdiff_core.model import LightGCN, normalized_adjacency
+from cnsdiff_core.samplers import BatchContext, NegativePool, make_sampler
+
+
+def _ctx(data, sampler_needs_layers=True, B=64, seed=0):
+    torch.manual_seed(seed)
+    model = LightGCN(data.n_users, data.n_items, 16, 2)
+    model.set_graph(normalized_adjacency(data.train, data.n_users, data.n_items))
+    pool = NegativePool(data.train, data.n_users, data.n_items, torch.device("cpu"), data.item_popularity())
+    idx = torch.arange(B)
+    tr = torch.as_tensor(data.train)
+    users, pos = tr[idx, 0], tr[idx, 1]
+    u, i, layers = model.propagate(keep_layers=True)
+    ctx = BatchContext(users, pos, pool.draw(users, 1)[:, 0], u[users], i[pos], i, layers,
+                       data.n_users, 0.5, pool, torch.zeros(B, dtype=torch.long))
+    return ctx, pool
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_sampler_contract(toy, name):
+    cfg = TrainConfig(sampler=name, dim=16)
+    ctx, pool = _ctx(toy)
+    s = make_sampler(name, cfg, torch.device("cpu"))
+    nb = s.sample(ctx)
+    B = len(ctx.users)
+    assert nb.emb.shape == (B, 16) and torch.isfinite(nb.emb).all()
+    assert nb.reg_items.shape == (B,)
+    if nb.items is not None:
+        assert not pool.is_positive(ctx.users, nb.items).any(), "a training positive was used as negative"
+        assert torch.allclose(nb.emb, ctx.items_e[nb.items])
+    else:
+        assert s.synthesizes and nb.synthesized is not None
+    # the BPR loss must be differentiable wrt the user embeddings through every sampler
+    loss = ((ctx.user_e * nb.emb).sum(-1) - (ctx.user_e * ctx.pos_e).sum(-1)).mean()
+    loss.backward()
+
+
+def test_pool_never_returns_training_items(toy):
+    pool = NegativePool(toy.train, toy.n_users, toy.n_items, torch.device("cpu"))
+    users = torch.as_tensor(toy.train[:500, 0])
+    items = pool.draw(users, 20)
+    assert items.shape == (500, 20)
+    assert not pool.is_positive(users.unsqueeze(1).expand(-1, 20), items).any()
+    known = torch.as_tensor(toy.train[:50])
+    assert pool.is_positive(known[:, 0], known[:, 1]).all()
+
+
+def test_pns_prefers_popular_items(toy):
+    pop = toy.item_popularity()
+    pool = NegativePool(toy.train, toy.n_users, toy.n_items, torch.device("cpu"), pop, 0.75)
+    torch.manual_seed(0)
+    items = pool.draw(torch.zeros(4000, dtype=torch.long) + 5, 1, weighted=True)[:, 0].numpy()
+    uniform = torch.randint(0, toy.n_items, (4000,)).numpy()
+    assert pop[items].mean() > 1.5 * pop[uniform].mean()
+
+
+def test_dns_picks_the_highest_scored_candidate(toy):
+    ctx, _ = _ctx(toy)
+    cfg = TrainConfig(sampler="dns", dim=16)
+    torch.manual_seed(3)
+    dns = make_sampler("dns", cfg, torch.device("cpu")).sample(ctx)
+    torch.manual_seed(3)
+    cands = ctx.pool.draw(ctx.users, cfg.dns_candidates)
+    scores = torch.einsum("bd,bmd->bm", ctx.user_e, ctx.items_e[cands])
+    assert torch.equal(dns.items, cands.gather(1, scores.argmax(1, keepdim=True))[:, 0])
+    rns = make_sampler("rns", cfg, torch.device("cpu")).sample(ctx)
+    s = lambda nb: (ctx.user_e * nb.emb).sum(-1).mean()  # noqa: E731
+    assert s(dns) > s(rns)
+
+
+def test_cnsdiff_steps_control_hardness_but_not_in_reference_mode(toy):
+    """Larger s gives candidates farther from the positive; the reference's reverse-from-T erases that."""
+    ctx, _ = _ctx(toy)
+    for preset, expect_spread in (("tuned", True), ("reference", False)):
+        cfg = preset_config(preset, dim=16, hard_start=2, hard_stride=9)  # steps 2, 11, 20
+        s = make_sampler("cnsdiff", cfg, torch.device("cpu"))
+        torch.manual_seed(0)
+        c = s.candidates(ctx.pos_e.detach(), ctx.user_e.detach())  # (B, 3, d)
+        cos = torch.nn.functional.cosine_similarity(c, ctx.pos_e.detach().unsqueeze(1), dim=-1).mean(0)
+        if expect_spread:
+            assert cos[0] > cos[1] > cos[2]
+        else:
+            # every candidate went through the same T..1 chain: cross-item cosine is high
+            flat = torch.nn.functional.normalize(c[:, 0], dim=-1)
+            assert (flat @ flat.T).mean() > 0.8
+
+
+def test_cnsdiff_min_distance_floor(toy):
+    ctx, _ = _ctx(toy)
+    cfg = preset_config("tuned", dim=16, min_distance=0.3)
+    s = make_sampler("cnsdiff", cfg, torch.device("cpu"))
+    cands = s.candidates(ctx.pos_e.detach(), ctx.user_e.detach())
+    pick = s.pick_hardest(cands, ctx.pos_e.detach(), ctx.user_e.detach())
+    h = cands[torch.arange(len(pick)), pick]
+    dist = (h - ctx.pos_e.detach()).norm(dim=-1) / ctx.pos_e.detach().norm(dim=-1)
+    all_d = (cands - ctx.pos_e.detach().unsqueeze(1)).norm(dim=-1) / ctx.pos_e.detach().norm(dim=-1, keepdim=True)
+    ok_rows = (all_d >= 0.3).any(1)
+    assert (dist[ok_rows] >= 0.3).all()
+
+
+def test_cnsdiff_mixing_schedule_moves_from_random_to_synthesized():
+    s = make_sampler("cnsdiff", TrainConfig(dim=8), torch.device("cpu"))
+    torch.manual_seed(0)
+    early, late = s.mix_weights(5000, 0.0, "cpu").mean(), s.mix_weights(5000, 1.0, "cpu").mean()
+    assert abs(float(early) - 0.1) < 0.02 and abs(float(late) - 0.9) < 0.02
+    floor = make_sampler("cnsdiff", TrainConfig(dim=8, min_mix=0.5), torch.device("cpu"))
+    assert float(floor.mix_weights(1000, 0.0, "cpu").min()) >= 0.5
+
+
+def test_denoiser_is_trained_only_when_asked(toy):
+    ctx, _ = _ctx(toy)
+    for train, expect_change in ((True, True), (False, False)):
+        cfg = TrainConfig(dim=16, train_denoiser=train)
+        s = make_sampler("cnsdiff", cfg, torch.device("cpu"))
+        before = [p.detach().clone() for p in s.denoiser.parameters()]
+        s.update(ctx)
+        changed = any(not torch.equal(a, b) for a, b in zip(before, s.denoiser.parameters()))
+        assert changed == expect_change
+
+
+@pytest.mark.parametrize("causal", ["kl", "env-variance", "none"])
+def test_causal_terms(toy, causal):
+    from cnsdiff_core.diffusion import denoiser_loss
+
+    ctx, _ = _ctx(toy)
+    s = make_sampler("cnsdiff", TrainConfig(dim=16, causal=causal, causal_weight=1.0), torch.device("cpu"))
+    env = torch.arange(len(ctx.users)) % 4
+    loss, parts = denoiser_loss(s.denoiser, s.sched, ctx.pos_e.detach(), s.weights, causal, 1.0, env, 4)
+    assert torch.isfinite(loss)
+    assert ("causal" in parts) == (causal != "none")
+    if causal != "none":
+        assert parts["causal"] >= 0

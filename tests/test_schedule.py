@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+
+from cnsdiff_core.config import ConfigError
+from cnsdiff_core.diffusion import Denoiser, NoiseSchedule, denoise_trajectory, reverse_chain, schedule_betas
+
+KINDS = ["linear", "linear-var", "cosine"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_schedule_contract(kind):
+    """Shared contract over every schedule variant."""
+    s = NoiseSchedule.create(kind, steps=20, scale=1.0 if kind == "cosine" else 0.1)
+    assert s.betas.shape == (21,) and s.betas[0] == 0
+    assert np.all((s.betas[1:] > 0) & (s.betas[1:] < 1))
+    abar = s.alphas_cumprod
+    assert abar[0] == 1 and np.all(np.diff(abar) < 0)  # noise grows with t
+    assert np.all(np.diff(s.snr()[1:]) < 0)
+    # posterior at t = 1 returns the predicted z_0 exactly
+    assert s.posterior_mean_coef1[1] == pytest.approx(1.0) and s.posterior_mean_coef2[1] == pytest.approx(0.0)
+    # posterior mean coefficients: z_0 = z_t = x must map to a point on the forward mean path
+    t = 10
+    lhs = s.posterior_mean_coef1[t] * np.sqrt(1) + s.posterior_mean_coef2[t] * np.sqrt(abar[t])
+    assert lhs == pytest.approx(np.sqrt(abar[t - 1]), rel=1e-6)
+    w = s.loss_weights(normalize=True)
+    assert w[1:].mean() == pytest.approx(1.0)
+
+
+def test_linear_var_matches_its_definition_and_is_tiny():
+    s = NoiseSchedule.create("linear-var", 20, 0.1, 1e-4, 0.02)
+    assert 1 - s.alphas_cumprod[1:] == pytest.approx(np.linspace(1e-5, 2e-3, 20))
+    std = s.noise_std()
+    assert 0.02 < std[10] < 0.04 and 0.035 < std[20] < 0.05  # METHOD.md: 0.03-0.045 at steps 10-20
+
+
+def test_cosine_reaches_real_noise():
+    s = NoiseSchedule.create("cosine", 20, 1.0)
+    assert s.noise_std()[20] > 0.99
+
+
+def test_unnormalized_weights_span_orders_of_magnitude():
+    w = NoiseSchedule.create("linear-var", 20, 0.1).loss_weights(normalize=False)
+    assert w[2:].max() / w[2:].min() > 100
+
+
+@pytest.mark.parametrize("args, match", [
+    (("quad", 20), "schedule='quad' is invalid"),
+    (("linear", 0), "steps=0 is invalid"),
+    (("linear", 20, 0.1, 0.5, 0.1), "beta bounds"),
+    (("linear", 20, 100.0, 0.01, 0.02), "outside \\(0, 1\\)"),
+])
+def test_invalid_schedules(args, match):
+    with pytest.raises(ConfigError, match=match):
+        schedule_betas(*args)
+
+
+def test_add_noise_uses_callers_noise_and_reverse_stops_at_r():
+    torch.manual_seed(0)
+    sched = NoiseSchedule.create("cosine", 20, 1.0).tensors()
+    z0, eps = torch.randn(4, 8), torch.randn(4, 8)
+    a, b = sched.add_noise(z0, 10, eps), sched.add_noise(z0, 10, eps)
+    assert torch.equal(a, b)
+    assert torch.allclose(sched.add_noise(z0, 0, eps), z0)
+    den = Denoiser(8, 16, 64, 0.0).eval()
+    _, recs = reverse_chain(den, sched, a, 10, 7, record=True)
+    assert [r[0] for r in recs] == [10, 9, 8]
+    _, recs = reverse_chain(den, sched, a, 10, 7, reverse_from_T=True, record=True)
+    assert [r[0] for r in recs] == list(range(20, 0, -1))
+
+
+def test_trajectory_records_forward_then_reverse():
+    sched = NoiseSchedule.create("cosine", 20, 1.0).tensors()
+    den = Denoiser(8, 16, 64, 0.0)
+    traj = denoise_trajectory(den, sched, torch.randn(8), 10, 4, torch.randn(8))
+    phases = [s.phase for s in traj]
+    assert phases.count("forward") == 11 and phases.count("reverse") == 6
+    assert traj[-1].t == 4 and traj[-1].z0_hat is not None
+    last = traj[-1]
+    prev = traj[-2].z
+    assert np.allclose(last.z, last.coef1 * last.z0_hat + last.coef2 * prev, atol=1e-5)

@@ -1,0 +1,147 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cnsdiff_core.config import preset_config
+from cnsdiff_core.runs import RunStore, resume_run, train_and_store
+from cnsdiff_core.train import Trainer, TrainingError
+
+
+def _cfg(**kw):
+    base = dict(epochs=4, batch_size=256, dim=16, probe_triples=64, patience=0, device="cpu")
+    base.update(kw)
+    return preset_config(kw.pop("preset", "tuned"), **base)
+
+
+def test_training_improves_over_random_ranking(toy):
+    res = Trainer(_cfg(sampler="rns", epochs=8, lr=0.02), toy).fit()
+    assert res.status == "finished" and res.epochs_run == 8
+    # a random ranking gets Recall@20 about 20 / n_items; a trained model on a skewed toy world beats it
+    assert res.metrics["iid_recall@20"] > 2 * 20 / toy.n_items
+    assert res.history[0]["loss"] > res.history[-1]["loss"]
+
+
+@pytest.mark.parametrize("preset", ["paper", "reference", "tuned"])
+def test_cnsdiff_presets_train_and_report_per_step_diagnostics(toy, preset):
+    res = Trainer(_cfg(preset=preset, sampler="cnsdiff", epochs=2), toy).fit()
+    rows = [r for r in res.diagnostics if r["sampler"] == "cnsdiff"]
+    steps = sorted({r["step"] for r in rows})
+    assert steps == [-1, 10, 14, 18]
+    for r in rows:
+        assert 0 <= r["fhn"] <= 1 and math.isfinite(r["hardness_mean"])
+    baseline = {r["sampler"] for r in res.diagnostics}
+    assert baseline >= {"rns", "pns", "dns", "ahns", "mixgcf", "cnsdiff"}
+
+
+def test_seed_makes_runs_reproducible(toy):
+    a = Trainer(_cfg(sampler="dns", epochs=2), toy).fit()
+    b = Trainer(_cfg(sampler="dns", epochs=2), toy).fit()
+    assert a.metrics["valid_recall@20"] == b.metrics["valid_recall@20"]
+    assert np.allclose(a.item_emb, b.item_emb)
+
+
+def test_stop_request_ends_cleanly_and_keeps_the_model(toy):
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    res = Trainer(_cfg(sampler="rns", epochs=50, batch_size=128), toy, should_stop=stop).fit()
+    assert res.status == "stopped" and res.epochs_run == 1
+    assert res.item_emb is not None and "valid_recall@20" in res.metrics
+
+
+def test_nan_loss_stops_with_a_message_naming_the_cause(toy):
+    trainer = Trainer(_cfg(sampler="rns", epochs=3), toy)
+
+    def poison(event):  # what a diverging learning rate does to the embeddings
+        if event["type"] == "epoch":
+            trainer.model.item_emb.data.fill_(float("inf"))
+
+    trainer.callbacks.append(poison)
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, batch 1 .* lower lr=0.01"):
+        trainer.fit()
+
+
+def test_early_stopping_and_selection(toy):
+    res = Trainer(_cfg(sampler="rns", epochs=30, patience=2, lr=0.05), toy).fit()
+    best = max(res.history, key=lambda r: r["valid_recall@20"])
+    assert res.best_epoch == best["epoch"]
+    if res.status == "early-stopped":
+        assert res.epochs_run - res.best_epoch == 2
+
+
+def test_reference_selection_uses_the_ood_test(toy):
+    res = Trainer(_cfg(preset="reference", sampler="cnsdiff", epochs=4), toy).fit()
+    chosen = next(r for r in res.history if r["epoch"] == res.best_epoch)
+    assert res.metrics["ood_recall@20"] == chosen["ood_recall@20"]
+
+
+def test_run_store_round_trip_and_resume(toy, runs_dir):
+    store = RunStore(runs_dir)
+    cfg = _cfg(sampler="cnsdiff", epochs=6, snapshot_epochs=(2,))
+    n = {"epochs": 0}
+
+    def stop_after_two():
+        return n["epochs"] >= 2
+
+    def count(ev):
+        if ev["type"] == "epoch":
+            n["epochs"] += 1
+
+    run_id, res = train_and_store(cfg, store, [count], should_stop=stop_after_two, data=toy)
+    info = store.info(run_id)
+    assert info.status == "stopped" and info.final["best_epoch"] >= 1
+    run = store.load(run_id)
+    assert len(run.history()) == 2 and not run.diagnostics().empty
+    u, i = run.embeddings()
+    assert u.shape == (toy.n_users, 16) and i.shape == (toy.n_items, 16)
+    neg = run.negatives("best")
+    assert set(neg) >= {"rns", "cnsdiff", "cnsdiff@10", "_probe"}
+    assert "2" in run.snapshot_names()
+    assert "denoiser" in run.weights()["sampler"]
+    # a second run never reuses the folder
+    run_id2, _ = train_and_store(_cfg(sampler="rns", epochs=1), store, data=toy)
+    assert run_id2 != run_id and len(store.list_runs()) == 2
+    # resume continues from epoch 3 and keeps the first two epochs
+    from cnsdiff_core import runs as runs_mod
+    orig = runs_mod.load_dataset if hasattr(runs_mod, "load_dataset") else None
+    import cnsdiff_core.data as data_mod
+    saved = data_mod.load_dataset
+    data_mod.load_dataset = lambda *a, **k: toy
+    try:
+        resume_run(run_id, store)
+    finally:
+        data_mod.load_dataset = saved
+    assert orig is None
+    hist = store.load(run_id).history()
+    assert list(hist["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert store.info(run_id).status == "finished"
+
+
+def test_interrupted_and_damaged_runs_are_listed_not_raised(toy, runs_dir):
+    import json
+
+    store = RunStore(runs_dir)
+    run_id, _ = train_and_store(_cfg(sampler="rns", epochs=1), store, data=toy)
+    p = store.path(run_id)
+    status = json.loads((p / "status.json").read_text())
+    status.update(status="running", pid=2**22 + 12345)  # a process that does not exist
+    (p / "status.json").write_text(json.dumps(status))
+    assert store.info(run_id).status == "interrupted"
+    (p / "final.json").write_text('{"best_ep')
+    assert store.info(run_id).status == "damaged"
+    (p / "config.json").unlink()
+    info = store.info(run_id)
+    assert info.status == "damaged" and "config.json" in info.message
+    assert [r.status for r in store.list_runs()] == ["damaged"]
+
+
+def test_weights_load_with_weights_only(toy, runs_dir):
+    store = RunStore(runs_dir)
+    run_id, _ = train_and_store(_cfg(sampler="rns", epochs=1), store, data=toy)
+    w = store.load(run_id).weights()
+    assert isinstance(w["model"]["item_emb"], torch.Tensor)
