@@ -1,0 +1,20 @@
+"""Data layer: loading, splitting and generating interaction data (no Streamlit, no printing).
+
+Everything returns a `Dataset` of dense (user, item) id arrays; user-caused problems raise
+`DataError` with a one-sentence message.
+"""
+from .dataset import SHIFTS, DataError, Dataset, GroundTruth
+from .loaders import IdMap, detect_format, load_split_folder, read_interactions, to_positives
+from .registry import data_root_path, list_datasets, load_dataset, parse_synthetic, validate_files
+from .splits import (InteractionLog, exposure_split, given_split, popularity_split, random_split,
+                     shift_report, split, temporal_split)
+from .synthetic import World, WorldConfig, generate_world, load_world, save_world, world_dataset
+
+__all__ = [
+    "SHIFTS", "DataError", "Dataset", "GroundTruth",
+    "IdMap", "detect_format", "load_split_folder", "read_interactions", "to_positives",
+    "data_root_path", "list_datasets", "load_dataset", "parse_synthetic", "validate_files",
+    "InteractionLog", "exposure_split", "given_split", "popularity_split", "random_split",
+    "shift_report", "split", "temporal_split",
+    "World", "WorldConfig", "generate_world", "load_world", "save_world", "world_dataset",
+]
