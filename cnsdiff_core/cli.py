@@ -5,6 +5,7 @@
   list        list stored runs
   datasets    list datasets and where they come from
   experiment  every sampler x seeds on one dataset, one results table (docs/RESULTS.md)
+  report      merge experiment CSVs into one table
   bench       seconds per epoch, evaluation time, memory, where the time goes
   precompute  the workshop bundle of runs and projections
 """
@@ -125,11 +126,19 @@ def cmd_experiment(args) -> int:
         overrides["epochs"] = args.epochs
     table = run_experiment(args.dataset, samplers, seeds=args.seeds, shift=args.shift, device=args.device,
                            preset=args.preset, overrides=overrides, with_reference=not args.no_reference,
-                           runs_dir=args.runs_dir, log=print)
+                           runs_dir=args.runs_dir, log=print, with_mostpop=not args.no_mostpop)
     print(table.markdown)
     if args.out:
         table.frame.to_csv(args.out, index=False)
         print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .experiment import table_from_csvs
+
+    table = table_from_csvs(args.csv)
+    print(table.markdown)
     return 0
 
 
@@ -192,9 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--preset", default="tuned", choices=sorted(PRESETS))
     e.add_argument("--set", action="append", metavar="KEY=VALUE")
     e.add_argument("--no-reference", action="store_true", help="skip the reference-code row")
+    e.add_argument("--no-mostpop", action="store_true", help="skip the MostPop row")
     e.add_argument("--runs-dir")
     e.add_argument("--out", help="write the table as CSV")
     e.set_defaults(func=cmd_experiment)
+
+    rp = sub.add_parser("report", help="merge experiment CSVs of one dataset into one table")
+    rp.add_argument("csv", nargs="+")
+    rp.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="speed benchmark")
     b.add_argument("--datasets", default="food,yelp2018")

@@ -81,6 +81,9 @@ class TrainConfig:
     min_mix: float = 0.0  # floor on the mixing weight lambda
     cl_weight: float = 0.3
     cl_temperature: float = 2.0
+    cl_negatives: int = 512  # > 0: contrastive negatives = a random subset of this many of the
+    #   batch's 2B synthesized + random negatives (the full B x 2B logits cost 3.5x an RNS epoch on
+    #   CPU; docs/RESULTS.md); 0 = all of them, as the reference code does
 
     # --- CNSDiff: denoiser training and causal regularization --------------------------------
     train_denoiser: bool = True  # reference bug: False (optimizer never stepped)
@@ -119,7 +122,7 @@ class TrainConfig:
                      "dns_candidates", "mixgcf_candidates", "ahns_candidates", "denoiser_hidden",
                      "n_envs", "probe_triples", "eval_batch_users"):
             need(int(getattr(self, name)) >= 1, name, "it must be an integer >= 1")
-        for name in ("layers", "patience", "stop_step", "denoise_steps"):
+        for name in ("layers", "patience", "stop_step", "denoise_steps", "cl_negatives"):
             need(int(getattr(self, name)) >= 0, name, "it must be an integer >= 0")
         for name in ("lr", "denoiser_lr", "cl_temperature", "noise_scale"):
             need(0 < float(getattr(self, name)) < 1e6, name, "it must be a positive number")
@@ -230,6 +233,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "selection": "ood-test",
         "causal": "kl",
         "denoiser_joint": True,
+        "cl_negatives": 0,
     },
     "tuned": {
         "schedule": "cosine",

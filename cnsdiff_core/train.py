@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -76,6 +77,21 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.should_stop = should_stop or (lambda: False)
         self.device = resolve_device(cfg.device)
+        self.profile = False  # True: accumulate seconds per training phase in phase_seconds (bench)
+        self.phase_seconds: dict[str, float] = {}
+
+    @contextmanager
+    def _phase(self, name: str):
+        if not self.profile:
+            yield
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - t
 
     def emit(self, event: Event) -> None:
         for cb in self.callbacks:
@@ -143,29 +159,35 @@ class Trainer:
         for b in range(n_batches):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             users, pos = self.train_t[idx, 0], self.train_t[idx, 1]
-            rand_neg = self.pool.draw(users, 1)[:, 0]
-            out = self.model.propagate(keep_layers=self.sampler.needs_layers)
+            with self._phase("draw negatives"):
+                rand_neg = self.pool.draw(users, 1)[:, 0]
+            with self._phase("propagate"):
+                out = self.model.propagate(keep_layers=self.sampler.needs_layers)
             user_all, items_all = out[0], out[1]
             layers = out[2] if self.sampler.needs_layers else None
             ctx = BatchContext(users, pos, rand_neg, user_all[users], items_all[pos], items_all, layers,
                                self.data.n_users, progress, self.pool, self.env_t[idx])
-            nb = self.sampler.sample(ctx)
-            s_pos = (ctx.user_e * ctx.pos_e).sum(-1)
-            s_neg = (ctx.user_e * nb.emb).sum(-1)
-            bpr = bpr_loss(s_pos, s_neg)
-            reg = cfg.l2 * self.model.l2_reg(users, pos, nb.reg_items)
-            loss = bpr + reg + (nb.extra_loss if nb.extra_loss is not None else 0.0)
+            with self._phase("sample"):
+                nb = self.sampler.sample(ctx)
+            with self._phase("loss"):
+                s_pos = (ctx.user_e * ctx.pos_e).sum(-1)
+                s_neg = (ctx.user_e * nb.emb).sum(-1)
+                bpr = bpr_loss(s_pos, s_neg)
+                reg = cfg.l2 * self.model.l2_reg(users, pos, nb.reg_items)
+                loss = bpr + reg + (nb.extra_loss if nb.extra_loss is not None else 0.0)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the training loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1} "
                     f"(BPR {float(bpr):.4g}); lower lr={cfg.lr} or check the noise schedule "
                     f"({cfg.schedule}, scale {cfg.noise_scale}).")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.sampler.after_backward()
+            with self._phase("backward + step"):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.sampler.after_backward()
             parts = {"loss": float(loss.detach()), "bpr": float(bpr.detach()), **nb.parts}
-            upd = self.sampler.update(ctx)
+            with self._phase("denoiser update"):
+                upd = self.sampler.update(ctx)
             if any(not math.isfinite(v) for v in upd.values()):
                 raise TrainingError(f"the denoiser loss became non-finite at epoch {epoch + 1}; "
                                     f"lower denoiser_lr={cfg.denoiser_lr} or causal_weight={cfg.causal_weight}.")

@@ -37,11 +37,18 @@ class Denoiser(nn.Module):
             nn.init.normal_(layer.bias, std=0.001)
 
     def forward(self, zt: torch.Tensor, t: torch.Tensor, user: torch.Tensor | None = None) -> torch.Tensor:
-        # zt: (B, d); t: (B,) long; user: (B, d) or None
+        # zt: (B, d); t: (B,) long; user: (B, d) or None.
+        # Same maths as Linear(cat[h, W_t emb(t), u]) but the time part is computed once per step
+        # value (a (t_max+1, hidden) table) instead of once per row: no (B, d+64) concatenation.
         h = self.dropout(F.normalize(zt, dim=-1))
-        parts = [h, self.time_proj(timestep_embedding(t, self.time_dim))]
+        d = zt.shape[-1]
+        W = self.hidden.weight  # (H, d + time_dim [+ d])
+        t_max = int(t.max()) if t.numel() else 0
+        steps = torch.arange(t_max + 1, device=zt.device)
+        time_table = self.time_proj(timestep_embedding(steps, self.time_dim)) @ W[:, d:d + self.time_dim].T
+        pre = F.linear(h, W[:, :d], self.hidden.bias) + time_table[t]  # (B, H)
         if self.condition_on_user:
             if user is None:
                 raise ValueError("this denoiser is conditioned on the user; pass the user embedding.")
-            parts.append(F.normalize(user, dim=-1))
-        return self.out(torch.tanh(self.hidden(torch.cat(parts, dim=-1))))
+            pre = pre + F.linear(F.normalize(user, dim=-1), W[:, d + self.time_dim:])
+        return self.out(torch.tanh(pre))

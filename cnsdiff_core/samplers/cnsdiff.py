@@ -72,7 +72,10 @@ class CNSDiffSampler(Sampler):
         neg = lam * h + (1 - lam) * rand_e
         extra, parts = None, {}
         if cfg.cl_weight > 0:
-            cl = contrastive_loss(ctx.pos_e, torch.cat([h, rand_e], 0), cfg.cl_temperature)
+            negs = torch.cat([h, rand_e], 0)  # (2B, d)
+            if 0 < cfg.cl_negatives < len(negs):
+                negs = negs[torch.randperm(len(negs), device=negs.device)[: cfg.cl_negatives]]
+            cl = contrastive_loss(ctx.pos_e, negs, cfg.cl_temperature)
             extra = cfg.cl_weight * cl
             parts["cl"] = float(cl.detach())
         if cfg.denoiser_joint:

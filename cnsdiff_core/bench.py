@@ -1,0 +1,116 @@
+"""Speed benchmark: seconds per epoch (RNS vs CNSDiff), evaluation time, peak memory, where the
+time goes, and the share of the machine's measured matmul throughput an epoch reaches.
+
+It measures and reports; it asserts nothing. Yields printable lines.
+"""
+from __future__ import annotations
+
+import resource
+import time
+from typing import Iterator
+
+import torch
+
+from .config import preset_config
+from .train import Trainer, device_label, resolve_device
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """Measured fp32 dense matmul throughput of this device (GFLOP/s)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def epoch_flops(cfg, n_train: int, n_users: int, n_items: int) -> dict[str, float]:
+    """Floating-point operations of one training epoch, counted from the shapes (fwd + bwd ~ 3x fwd)."""
+    B, d, L, H = cfg.batch_size, cfg.dim, cfg.layers, cfg.denoiser_hidden
+    n_batches = -(-n_train // B)
+    nnz = 2 * n_train
+    out = {"propagation": 3 * L * 2 * nnz * d * n_batches,  # sparse (U+I)x(U+I) times (U+I)xd per layer
+           "bpr": 3 * 2 * 2 * B * d * n_batches}
+    if cfg.sampler == "cnsdiff":
+        steps = cfg.hardness_steps()
+        n_den = sum(s - cfg.stop_for(s) for s in steps) if not cfg.reverse_from_T else len(steps) * cfg.steps
+        per_call = 2 * B * (d * H + H * d)
+        out["synthesis"] = n_den * per_call * n_batches
+        m = cfg.cl_negatives if cfg.cl_negatives > 0 else 2 * B
+        out["contrastive"] = 3 * 2 * B * m * d * n_batches
+        out["denoiser update"] = 3 * per_call * n_batches
+    elif cfg.sampler in ("dns", "ahns", "mixgcf"):
+        m = {"dns": cfg.dns_candidates, "ahns": cfg.ahns_candidates, "mixgcf": cfg.mixgcf_candidates}[cfg.sampler]
+        out["candidate scoring"] = 2 * B * m * d * (cfg.layers + 1 if cfg.sampler == "mixgcf" else 1) * n_batches
+    return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_one(data, sampler: str, preset: str, epochs: int, device: str) -> dict:
+    cfg = preset_config(preset, sampler=sampler, dataset=data.name, epochs=max(epochs, 1), patience=0,
+                        device=device)
+    trainer = Trainer(cfg, data)
+    trainer.setup()
+    trainer.profile = True
+    dev = trainer.device
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    trainer._train_epoch(0, time.perf_counter())  # warm-up epoch (allocator, kernels) not counted
+    trainer.phase_seconds.clear()
+    t = time.perf_counter()
+    for e in range(1, epochs + 1):
+        trainer._train_epoch(e, time.perf_counter())
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    per_epoch = (time.perf_counter() - t) / epochs
+    trainer.model.eval()
+    with torch.no_grad():
+        te = time.perf_counter()
+        ue, ie = trainer.model.propagate()
+        trainer._evaluate(data.test_iid, ue, ie)
+        trainer._evaluate(data.test_ood, ue, ie)
+        trainer._evaluate(data.valid, ue, ie)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        eval_s = time.perf_counter() - te
+    mem = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
+    phases = {k: v / epochs for k, v in trainer.phase_seconds.items()}
+    flops = epoch_flops(cfg, len(data.train), data.n_users, data.n_items)
+    return {"sampler": sampler, "preset": preset, "s_per_epoch": per_epoch, "eval_s": eval_s, "peak_mb": mem,
+            "phases": phases, "flops": flops}
+
+
+def run_bench(datasets=("food", "yelp2018"), epochs: int = 2, device: str = "auto") -> Iterator[str]:
+    from .data import load_dataset
+
+    dev = resolve_device(device)
+    gflops = matmul_gflops(dev)
+    yield f"device: {device_label(dev)}; measured fp32 matmul throughput {gflops:.1f} GFLOP/s"
+    yield f"time per epoch = mean over {epochs} epoch(s) after one warm-up epoch; evaluation = valid + IID + OOD full ranking"
+    for name in datasets:
+        data = load_dataset(name)
+        rows = [bench_one(data, "rns", "tuned", epochs, device), bench_one(data, "cnsdiff", "tuned", epochs, device)]
+        rns, cns = rows
+        yield ""
+        yield f"== {name}: {data.n_users} users, {data.n_items} items, {len(data.train)} training interactions"
+        for r in rows:
+            total_flops = sum(r["flops"].values())
+            frac = total_flops / r["s_per_epoch"] / 1e9 / gflops
+            yield (f"{r['sampler']:8s} {r['s_per_epoch']:.3f} s/epoch, evaluation {r['eval_s']:.3f} s, "
+                   f"peak memory {r['peak_mb']:.0f} MB, {total_flops / 1e9:.2f} GFLOP/epoch = "
+                   f"{frac * 100:.1f}% of measured matmul throughput")
+            phase_total = sum(r["phases"].values()) or 1.0
+            parts = ", ".join(f"{k} {v:.3f}s ({v / r['s_per_epoch'] * 100:.0f}%)"
+                              for k, v in sorted(r["phases"].items(), key=lambda kv: -kv[1]))
+            yield f"         where the time goes: {parts}; other {max(r['s_per_epoch'] - phase_total, 0):.3f}s"
+            yield "         FLOP by part: " + ", ".join(f"{k} {v / 1e9:.2f}G" for k, v in r["flops"].items())
+        yield f"CNSDiff / RNS time per epoch: {cns['s_per_epoch'] / rns['s_per_epoch']:.2f}x"

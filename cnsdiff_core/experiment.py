@@ -1,0 +1,151 @@
+"""Every sampler with the same backbone and budget on one dataset: one results table.
+
+Epochs are selected on IID validation (the `reference` row keeps its own OOD-test rule, labelled).
+MostPop (no training) is the floor. The table reports mean and spread over seeds, the relative
+improvement of CNSDiff over the best baseline, the observed FHN rate of each sampler's negatives
+at the selected epoch, and training time.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .config import preset_config
+from .metrics import evaluate, popularity_scorer
+
+METRICS = ("valid_recall@20", "iid_recall@20", "iid_ndcg@20", "ood_recall@20", "ood_ndcg@20",
+           "iid_recall@10", "iid_ndcg@10", "ood_recall@10", "ood_ndcg@10", "ood_rec_pop@20")
+BASELINES = ("mostpop", "rns", "pns", "dns", "mixgcf", "ahns")
+
+
+@dataclass
+class ExperimentTable:
+    frame: pd.DataFrame  # one row per run (sampler x preset x seed)
+    summary: pd.DataFrame  # one row per sampler/preset: mean and std over seeds
+    markdown: str
+
+
+def mostpop_row(data, device="cpu") -> dict:
+    """Recommend the most popular unseen items to everyone (no training)."""
+    pop = data.item_popularity()
+    row = {"sampler": "mostpop", "preset": "-", "seed": 0, "best_epoch": 0, "epochs_run": 0, "seconds": 0.0,
+           "s_per_epoch": 0.0, "fhn": np.nan, "status": "finished"}
+    for prefix, split in (("iid", data.test_iid), ("ood", data.test_ood), ("valid", data.valid)):
+        res = evaluate(popularity_scorer(pop, device), data.train, split, data.n_users, data.n_items, device,
+                       popularity=pop)
+        row |= {f"{prefix}_{k}": v for k, v in res.metrics.items()}
+    return row
+
+
+def result_row(cfg, res) -> dict:
+    """One table row from a TrainResult: metrics at the selected epoch, FHN there, timing."""
+    diag = pd.DataFrame(res.diagnostics)
+    fhn = np.nan
+    if not diag.empty:
+        mine = diag[(diag["sampler"] == cfg.sampler) & (diag["step"] == -1)]
+        at = mine[mine["epoch"] == res.best_epoch]
+        fhn = float((at if not at.empty else mine.tail(1))["fhn"].iloc[0]) if not mine.empty else np.nan
+    train_s = sum(r.get("train_seconds", 0.0) for r in res.history)
+    return {"sampler": cfg.sampler, "preset": cfg.preset, "seed": cfg.seed, "best_epoch": res.best_epoch,
+            "epochs_run": res.epochs_run, "seconds": res.seconds,
+            "s_per_epoch": train_s / max(len(res.history), 1), "fhn": fhn, "status": res.status, **res.metrics}
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in (*METRICS, "fhn", "s_per_epoch", "best_epoch") if c in frame]
+    g = frame.groupby(["sampler", "preset"], sort=False)
+    mean = g[cols].mean()
+    std = g[cols].std(ddof=0).add_suffix("_std")
+    out = pd.concat([mean, std, g.size().rename("seeds")], axis=1).reset_index()
+    return out
+
+
+def improvement(summary: pd.DataFrame, metric: str = "ood_recall@20", method: str = "cnsdiff") -> dict:
+    """Relative improvement of the method over the best baseline.
+
+    The method's row (among its presets/variants, the reference excluded) is chosen on IID
+    validation, never on the test; the baseline is the best one on the reported metric itself,
+    which makes the comparison conservative."""
+    base = summary[summary["sampler"].isin(BASELINES)]
+    ours = summary[(summary["sampler"] == method) & (summary["preset"] != "reference")]
+    if base.empty or ours.empty:
+        return {}
+    b = base.loc[base[metric].idxmax()]
+    sel = "valid_recall@20" if "valid_recall@20" in ours and ours["valid_recall@20"].notna().any() else metric
+    o = ours.loc[ours[sel].idxmax()]
+    return {"metric": metric, "best_baseline": b["sampler"], "baseline": float(b[metric]),
+            "ours": float(o[metric]), "ours_preset": o["preset"],
+            "relative": float(o[metric] / b[metric] - 1) if b[metric] else float("nan")}
+
+
+def to_markdown(summary: pd.DataFrame, title: str = "") -> str:
+    def cell(row, m):
+        v, s = row.get(m, np.nan), row.get(f"{m}_std", np.nan)
+        if pd.isna(v):
+            return "-"
+        return f"{v:.4f}" + (f" ± {s:.4f}" if row.get("seeds", 1) > 1 and not pd.isna(s) else "")
+
+    head = ["sampler", "preset", "seeds", "valid R@20", "IID R@20", "IID N@20", "OOD R@20", "OOD N@20", "OOD R@10",
+            "OOD N@10", "FHN", "s/epoch", "sel. epoch"]
+    lines = [f"### {title}" if title else "", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for _, r in summary.iterrows():
+        fhn = "-" if pd.isna(r.get("fhn")) else f"{r['fhn']:.3f}"
+        spe = "-" if not r.get("s_per_epoch") else f"{r['s_per_epoch']:.2f}"
+        be = "-" if not r.get("best_epoch") else f"{r['best_epoch']:.0f}"
+        lines.append("| " + " | ".join([str(r["sampler"]), str(r["preset"]), str(int(r.get("seeds", 1))),
+                                        cell(r, "valid_recall@20"), cell(r, "iid_recall@20"), cell(r, "iid_ndcg@20"), cell(r, "ood_recall@20"),
+                                        cell(r, "ood_ndcg@20"), cell(r, "ood_recall@10"), cell(r, "ood_ndcg@10"),
+                                        fhn, spe, be]) + " |")
+    imp = improvement(summary)
+    if imp:
+        lines += ["", f"CNSDiff ({imp['ours_preset']}, its best row on IID validation) vs the best baseline "
+                      f"({imp['best_baseline']}) on "
+                      f"{imp['metric']}: {imp['ours']:.4f} vs {imp['baseline']:.4f} "
+                      f"({imp['relative'] * 100:+.1f}%)."]
+    return "\n".join(lines)
+
+
+def run_experiment(dataset: str, samplers: list[str], seeds: int = 1, shift: str | None = None,
+                   device: str = "auto", preset: str = "tuned", overrides: dict | None = None,
+                   with_reference: bool = True, runs_dir: str | None = None,
+                   log: Callable[[str], None] = lambda s: None, with_mostpop: bool = True) -> ExperimentTable:
+    from .data import load_dataset
+    from .runs import RunStore, train_and_store
+
+    overrides = dict(overrides or {})
+    data = load_dataset(dataset, shift, seed=int(overrides.get("data_seed", 0)))
+    store = RunStore(runs_dir) if runs_dir else RunStore()
+    jobs = [(s, preset) for s in samplers]
+    if with_reference and "cnsdiff" in samplers:
+        jobs.append(("cnsdiff", "reference"))
+    rows = [mostpop_row(data)] if with_mostpop else []
+    for sampler, pre in jobs:
+        for seed in range(seeds):
+            cfg = preset_config(pre, **{**overrides, "dataset": dataset, "shift": data.shift, "sampler": sampler,
+                                        "seed": seed, "device": device})
+            t = time.time()
+            run_id, res = train_and_store(cfg, store, data=data)
+            row = result_row(cfg, res) | {"run_id": run_id}
+            rows.append(row)
+            log(f"{dataset} {sampler}/{pre} seed {seed}: OOD R@20 {row.get('ood_recall@20', float('nan')):.4f} "
+                f"IID R@20 {row.get('iid_recall@20', float('nan')):.4f} ({time.time() - t:.0f}s, {run_id})")
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "dataset", dataset)
+    frame.insert(1, "shift", data.shift)
+    summary = summarize(frame)
+    return ExperimentTable(frame, summary, to_markdown(summary, f"{dataset} ({data.shift} shift)"))
+
+
+def table_from_csvs(paths: list[str | Path]) -> ExperimentTable:
+    """Merge per-run CSVs written by `experiment --out` (e.g. from parallel jobs) into one table."""
+    frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    frame = frame.drop_duplicates(subset=["sampler", "preset", "seed"], keep="last")
+    summary = summarize(frame)
+    name = f"{frame['dataset'].iloc[0]} ({frame['shift'].iloc[0]} shift)" if len(frame) else ""
+    return ExperimentTable(frame, summary, to_markdown(summary, name))
