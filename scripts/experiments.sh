@@ -15,6 +15,7 @@ mkdir -p "$OUT/csv" "$OUT/logs"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
 export CNSDIFF_RUNS=${CNSDIFF_RUNS:-$OUT/runs}
 jobs_file=$(mktemp)
+# main rows of every dataset first, then the CNSDiff knob sweep (so a time limit cuts the sweep)
 for ds in "$@"; do
   for s in rns pns dns mixgcf ahns; do
     echo "$ds $s tuned baseline" >> "$jobs_file"
@@ -22,7 +23,9 @@ for ds in "$@"; do
   echo "$ds cnsdiff tuned tuned" >> "$jobs_file"
   echo "$ds cnsdiff reference reference" >> "$jobs_file"
   echo "$ds cnsdiff paper paper" >> "$jobs_file"
-  if [ "$VARIANTS" = 1 ]; then
+done
+if [ "$VARIANTS" = 1 ]; then
+  for ds in "$@"; do
     echo "$ds cnsdiff tuned tuned+kl causal=kl" >> "$jobs_file"
     echo "$ds cnsdiff tuned tuned+nocausal causal=none" >> "$jobs_file"
     echo "$ds cnsdiff tuned tuned+scale0.3 noise_scale=0.3" >> "$jobs_file"
@@ -31,8 +34,8 @@ for ds in "$@"; do
     echo "$ds cnsdiff tuned tuned+fullcl cl_negatives=0" >> "$jobs_file"
     echo "$ds cnsdiff tuned tuned+mindist0.5 min_distance=0.5" >> "$jobs_file"
     echo "$ds cnsdiff tuned tuned+usercond condition_on_user=true" >> "$jobs_file"
-  fi
-done
+  done
+fi
 run_job() {
   ds=$1; sampler=$2; preset=$3; label=$4; shift 4
   sets=(--set "preset=$label" --set "max_seconds=$MAXS")
