@@ -32,14 +32,16 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> flo
 
 def epoch_flops(cfg, n_train: int, n_users: int, n_items: int) -> dict[str, float]:
     """Floating-point operations of one training epoch, counted from the shapes (fwd + bwd ~ 3x fwd)."""
-    B, d, L, H = cfg.batch_size, cfg.dim, cfg.layers, cfg.denoiser_hidden
+    B, d, L, H = min(cfg.batch_size, n_train), cfg.dim, cfg.layers, cfg.denoiser_hidden
     n_batches = -(-n_train // B)
     nnz = 2 * n_train
     out = {"propagation": 3 * L * 2 * nnz * d * n_batches,  # sparse (U+I)x(U+I) times (U+I)xd per layer
            "bpr": 3 * 2 * 2 * B * d * n_batches}
     if cfg.sampler == "cnsdiff":
         steps = cfg.hardness_steps()
-        n_den = sum(s - cfg.stop_for(s) for s in steps) if not cfg.reverse_from_T else len(steps) * cfg.steps
+        # the S chains run batched for the longest chain's length (synthesize_candidates)
+        longest = cfg.steps if cfg.reverse_from_T else max(s - cfg.stop_for(s) for s in steps)
+        n_den = len(steps) * longest
         per_call = 2 * B * (d * H + H * d)
         out["synthesis"] = n_den * per_call * n_batches
         m = cfg.cl_negatives if cfg.cl_negatives > 0 else 2 * B

@@ -43,13 +43,17 @@ class ExploreError(ValueError):
 # =============================================================================== run pieces
 def build_denoiser(cfg: TrainConfig, state: Mapping | None = None) -> Denoiser:
     """A Denoiser shaped by `cfg` (as the CNSDiff sampler builds it), loaded and in eval mode."""
-    den = Denoiser(cfg.dim, cfg.denoiser_hidden, TIME_DIM, cfg.denoiser_dropout, cfg.condition_on_user)
-    if state is not None:
-        try:
-            den.load_state_dict(state)
-        except RuntimeError:
-            raise ExploreError("the stored denoiser does not match the run's config (dim/hidden/conditioning); "
-                               "train the run again.") from None
+    if state is None:
+        return Denoiser(cfg.dim, cfg.denoiser_hidden, TIME_DIM, cfg.denoiser_dropout, cfg.condition_on_user).eval()
+    # Built on the meta device and loaded with assign=True: the random init is skipped, so loading
+    # a stored denoiser never draws from torch's global RNG (a training thread may be using it).
+    with torch.device("meta"):
+        den = Denoiser(cfg.dim, cfg.denoiser_hidden, TIME_DIM, cfg.denoiser_dropout, cfg.condition_on_user)
+    try:
+        den.load_state_dict({k: v.detach().clone() for k, v in state.items()}, assign=True)
+    except RuntimeError:
+        raise ExploreError("the stored denoiser does not match the run's config (dim/hidden/conditioning); "
+                           "train the run again.") from None
     return den.eval()
 
 

@@ -22,6 +22,20 @@ def normalized_adjacency(train: np.ndarray, n_users: int, n_items: int,
     return adj.to_sparse_csr().to(device)
 
 
+class _SymmetricSpMM(torch.autograd.Function):
+    """adj @ x for a symmetric sparse adj: the backward is adj @ grad, so no transpose of the
+    sparse matrix is ever built (torch.sparse.mm's backward builds one per call: 4x slower on CPU)."""
+
+    @staticmethod
+    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.adj = adj
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, torch.sparse.mm(ctx.adj, grad)
+
+
 class LightGCN(nn.Module):
     def __init__(self, n_users: int, n_items: int, dim: int = 64, layers: int = 2) -> None:
         super().__init__()
@@ -41,7 +55,7 @@ class LightGCN(nn.Module):
         x = torch.cat([self.user_emb, self.item_emb], dim=0)  # (U+I, d)
         stack = [x]
         for _ in range(self.layers):
-            x = torch.sparse.mm(self.adj, x)
+            x = _SymmetricSpMM.apply(self.adj, x)  # (U+I, d); the normalized adjacency is symmetric
             stack.append(x)
         layers = torch.stack(stack, dim=0)  # (L+1, U+I, d)
         final = layers.mean(0)

@@ -175,34 +175,42 @@ class Trainer:
                 bpr = bpr_loss(s_pos, s_neg)
                 reg = cfg.l2 * self.model.l2_reg(users, pos, nb.reg_items)
                 loss = bpr + reg + (nb.extra_loss if nb.extra_loss is not None else 0.0)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the training loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1} "
-                    f"(BPR {float(bpr):.4g}); lower lr={cfg.lr} or check the noise schedule "
-                    f"({cfg.schedule}, scale {cfg.noise_scale}).")
             with self._phase("backward + step"):
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
                 self.sampler.after_backward()
-            parts = {"loss": float(loss.detach()), "bpr": float(bpr.detach()), **nb.parts}
+            parts = {"loss": loss.detach(), "bpr": bpr.detach(), **nb.parts}  # 0-d tensors, no sync
             with self._phase("denoiser update"):
                 upd = self.sampler.update(ctx)
-            if any(not math.isfinite(v) for v in upd.values()):
-                raise TrainingError(f"the denoiser loss became non-finite at epoch {epoch + 1}; "
-                                    f"lower denoiser_lr={cfg.denoiser_lr} or causal_weight={cfg.causal_weight}.")
             parts.update({f"den_{k}": v for k, v in upd.items()})
             for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + v
+                totals[k] = totals[k] + v if k in totals else v
             if b % 10 == 0 or b == n_batches - 1:
+                # one host sync every 10 batches: progress, and the check for a diverging loss
+                self._check_finite(parts, epoch, b, bpr)
                 done = (epoch - self.start_epoch) + (b + 1) / n_batches
                 left = (cfg.epochs - epoch) - (b + 1) / n_batches
                 elapsed = time.perf_counter() - t_start
                 self.emit({"type": "batch", "epoch": epoch, "batch": b + 1, "n_batches": n_batches,
-                           "loss": parts["loss"], "eta_s": elapsed / max(done, 1e-9) * left})
+                           "loss": float(parts["loss"]), "eta_s": elapsed / max(done, 1e-9) * left})
             if self.should_stop():
-                return {k: v / (b + 1) for k, v in totals.items()} | {"interrupted_batch": b + 1}
-        return {k: v / n_batches for k, v in totals.items()}
+                self._check_finite(parts, epoch, b, bpr)
+                return {k: float(v) / (b + 1) for k, v in totals.items()} | {"interrupted_batch": b + 1}
+        return {k: float(v) / n_batches for k, v in totals.items()}
+
+    def _check_finite(self, parts: dict, epoch: int, b: int, bpr: torch.Tensor) -> None:
+        cfg = self.cfg
+        loss = float(parts["loss"])
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"the training loss became {loss} at epoch {epoch + 1}, batch {b + 1} "
+                f"(BPR {float(bpr):.4g}); lower lr={cfg.lr} or check the noise schedule "
+                f"({cfg.schedule}, scale {cfg.noise_scale}).")
+        bad = [k for k, v in parts.items() if k.startswith("den_") and not math.isfinite(float(v))]
+        if bad:
+            raise TrainingError(f"the denoiser loss became non-finite at epoch {epoch + 1}, batch {b + 1}; "
+                                f"lower denoiser_lr={cfg.denoiser_lr} or causal_weight={cfg.causal_weight}.")
 
     @torch.no_grad()
     def _diagnose(self, epoch: int, keep_raw: bool = False):

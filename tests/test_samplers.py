@@ -78,9 +78,11 @@ def test_cnsdiff_steps_control_hardness_but_not_in_reference_mode(toy):
     """Larger s gives candidates farther from the positive; the reference's reverse-from-T erases that."""
     ctx, _ = _ctx(toy)
     for preset, expect_spread in (("tuned", True), ("reference", False)):
-        cfg = preset_config(preset, dim=16, hard_start=2, hard_stride=9)  # steps 2, 11, 20
+        cfg = preset_config(preset, dim=16, hard_start=2, hard_stride=9, denoiser_lr=0.01)  # steps 2, 11, 20
         s = make_sampler("cnsdiff", cfg, torch.device("cpu"))
         torch.manual_seed(0)
+        for _ in range(300):  # train the denoiser (a no-op for the reference preset: its bug 1)
+            s.update(ctx)
         c = s.candidates(ctx.pos_e.detach(), ctx.user_e.detach())  # (B, 3, d)
         cos = torch.nn.functional.cosine_similarity(c, ctx.pos_e.detach().unsqueeze(1), dim=-1).mean(0)
         if expect_spread:

@@ -46,18 +46,36 @@ def synthesize_candidates(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.
     """(B, d) positives -> (B, S, d) candidates: noise to each s, denoise down to its stop r.
 
     noise: (S, B, d) standard normal, one draw per step (from the caller, for reproducibility).
+    All S chains run as one (S*B, d) batch, one denoiser call per reverse step; a chain that has
+    reached its stop keeps its state (same result as running reverse_chain per step).
     """
-    out = []
-    for k, (s, r) in enumerate(zip(steps, stops)):
-        zs = sched.add_noise(z0, s, noise[k])
-        out.append(reverse_chain(denoiser, sched, zs, s, r, user, reverse_from_T, posterior_noise, generator))
-    return torch.stack(out, dim=1)
+    S, B, d = len(steps), z0.shape[0], z0.shape[1]
+    s_row = torch.as_tensor(steps, device=z0.device).repeat_interleave(B)  # (S*B,)
+    r_row = torch.as_tensor(stops, device=z0.device).repeat_interleave(B)
+    x = sched.add_noise(z0.repeat(S, 1), s_row, noise.reshape(S * B, d))  # (S*B, d)
+    u = None if user is None else user.repeat(S, 1)
+    if reverse_from_T:  # the reference code's chain: T..1 whatever s was (METHOD.md item 2)
+        schedule_t = [torch.full_like(s_row, t) for t in range(sched.steps, 0, -1)]
+        active = [None] * len(schedule_t)
+    else:
+        n_iter = max(s - r for s, r in zip(steps, stops))
+        schedule_t = [(s_row - k).clamp(min=1) for k in range(n_iter)]
+        active = [(s_row - k) > r_row for k in range(n_iter)]
+    for t, act in zip(schedule_t, active):
+        z0_hat = denoiser(x, t, u)
+        mean = sched.posterior_mean(z0_hat, x, t)
+        if posterior_noise:
+            eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            mean = mean + torch.where((t > 1).unsqueeze(-1), torch.exp(0.5 * sched.post_log_var[t]).unsqueeze(-1) * eps,
+                                      torch.zeros_like(eps))
+        x = mean if act is None else torch.where(act.unsqueeze(-1), mean, x)
+    return x.view(S, B, d).transpose(0, 1)  # (B, S, d)
 
 
 def denoiser_loss(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.Tensor, weights: torch.Tensor,
                   causal: str = "none", causal_weight: float = 0.0, env: torch.Tensor | None = None,
                   n_envs: int = 1, user: torch.Tensor | None = None,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Denoiser objective on detached (or joint) positive embeddings z0: (B, d).
 
     Returns (loss, parts). Reconstruction: w(t) * mean_d (z_0 - f(z_t, t))^2 with t uniform in 1..T.
@@ -71,7 +89,7 @@ def denoiser_loss(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.Tensor, 
     z0_hat = denoiser(zt, t, user)
     per = weights[t] * ((z0 - z0_hat) ** 2).mean(-1)  # (B,)
     loss = per.mean()
-    parts = {"denoise": float(loss.detach())}
+    parts = {"denoise": loss.detach()}  # 0-d tensors: callers sync when they need a number
     if causal == "kl" and causal_weight > 0:
         z_prev = sched.add_noise(z0, t - 1, eps)  # same eps; t-1 = 0 gives z_0
         var_t = torch.exp(sched.post_log_var[t])
@@ -81,16 +99,18 @@ def denoiser_loss(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.Tensor, 
                     + (var_t.unsqueeze(-1) + (z0_hat - z_prev) ** 2) / var_prev.unsqueeze(-1) - 1)
         reg = kl.mean()
         loss = loss + causal_weight * reg
-        parts["causal"] = float(reg.detach())
+        parts["causal"] = reg.detach()
     elif causal == "env-variance" and causal_weight > 0 and env is not None:
         sums = torch.zeros(n_envs, device=z0.device).index_add_(0, env, per)
         counts = torch.zeros(n_envs, device=z0.device).index_add_(0, env, torch.ones_like(per))
         present = counts > 0
-        if int(present.sum()) >= 2:
-            env_means = sums[present] / counts[present]
-            reg = env_means.var(unbiased=False)
-            loss = loss + causal_weight * reg
-            parts["causal"] = float(reg.detach())
+        # variance over the environments present in the batch, computed without a host sync
+        n_present = present.sum().clamp(min=1)
+        env_means = torch.where(present, sums / counts.clamp(min=1), torch.zeros_like(sums))
+        mean_of_means = env_means.sum() / n_present
+        reg = torch.where(present, (env_means - mean_of_means) ** 2, torch.zeros_like(sums)).sum() / n_present
+        loss = loss + causal_weight * reg  # one environment in the batch: the variance is 0
+        parts["causal"] = reg.detach()
     return loss, parts
 
 

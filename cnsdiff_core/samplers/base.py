@@ -35,6 +35,11 @@ class NegativePool:
         B = users.shape[0]
         uu = users.view(B, 1).expand(B, m)
         items = self._raw(B * m, weighted).view(B, m)
+        # a few redraw rounds without a host sync (collisions are rare in sparse data) ...
+        for _ in range(3):
+            bad = self.is_positive(uu, items) & ~self.saturated[uu]
+            items = torch.where(bad, self._raw(B * m, weighted).view(B, m), items)
+        # ... then exact rejection for whatever still collides (dense users)
         for _ in range(max_rounds):
             bad = self.is_positive(uu, items) & ~self.saturated[uu]
             n_bad = int(bad.sum())
@@ -75,7 +80,7 @@ class NegativeBatch:
     candidates: torch.Tensor | None = None  # (B, S, d) CNSDiff candidates per step (diagnostics)
     chosen: torch.Tensor | None = None  # (B,) index of the chosen candidate
     synthesized: torch.Tensor | None = None  # (B, d) the synthesized part before mixing
-    parts: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)  # 0-d tensors: no host sync per batch
 
 
 class Sampler:

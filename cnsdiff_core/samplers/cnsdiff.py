@@ -56,10 +56,11 @@ class CNSDiffSampler(Sampler):
     def mix_weights(self, n: int, progress: float, device) -> torch.Tensor:
         """lambda ~ Beta(a, b), (a, b) moving linearly from (a0, b0) to (a1, b1) over training."""
         cfg = self.cfg
+        progress = min(max(progress, 0.0), 1.0)
         a = cfg.mix_a0 + (cfg.mix_a1 - cfg.mix_a0) * progress
         b = cfg.mix_b0 + (cfg.mix_b1 - cfg.mix_b0) * progress
-        lam = torch.distributions.Beta(torch.tensor(float(a)), torch.tensor(float(b))).sample((n,)).to(device)
-        return lam.clamp(min=cfg.min_mix)
+        beta = torch.distributions.Beta(torch.tensor(float(a), device=device), torch.tensor(float(b), device=device))
+        return beta.sample((n,)).clamp(min=cfg.min_mix)
 
     def sample(self, ctx: BatchContext) -> NegativeBatch:
         cfg = self.cfg
@@ -77,7 +78,7 @@ class CNSDiffSampler(Sampler):
                 negs = negs[torch.randperm(len(negs), device=negs.device)[: cfg.cl_negatives]]
             cl = contrastive_loss(ctx.pos_e, negs, cfg.cl_temperature)
             extra = cfg.cl_weight * cl
-            parts["cl"] = float(cl.detach())
+            parts["cl"] = cl.detach()
         if cfg.denoiser_joint:
             env = ctx.env if cfg.causal == "env-variance" else None
             dl, dparts = denoiser_loss(self.denoiser, self.sched, ctx.pos_e, self.weights, cfg.causal,
@@ -85,7 +86,7 @@ class CNSDiffSampler(Sampler):
                                        ctx.user_e if cfg.condition_on_user else None)
             extra = cfg.diff_weight * dl if extra is None else extra + cfg.diff_weight * dl
             parts.update(dparts)
-        parts["lambda"] = float(lam.mean())
+        parts["lambda"] = lam.mean()
         return NegativeBatch(emb=neg, items=None, reg_items=ctx.rand_neg, extra_loss=extra,
                              candidates=cands, chosen=chosen, synthesized=h, parts=parts)
 
