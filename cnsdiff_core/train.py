@@ -205,7 +205,7 @@ class Trainer:
         if not math.isfinite(loss):
             raise TrainingError(
                 f"the training loss became {loss} at epoch {epoch + 1}, batch {b + 1} "
-                f"(BPR {float(bpr):.4g}); lower lr={cfg.lr} or check the noise schedule "
+                f"(BPR {float(bpr.detach()):.4g}); lower lr={cfg.lr} or check the noise schedule "
                 f"({cfg.schedule}, scale {cfg.noise_scale}).")
         bad = [k for k, v in parts.items() if k.startswith("den_") and not math.isfinite(float(v))]
         if bad:

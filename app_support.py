@@ -1,0 +1,834 @@
+"""The Streamlit side of the explorer: cached loaders, session-state keys, URL state, colours
+and the background training jobs. Pages stay thin: widgets -> one call here or in the core ->
+render. Nothing in `cnsdiff_core` imports this module.
+
+Environment:
+  CNSDIFF_RUNS            run store folder (default runs/)
+  CNSDIFF_READ_ONLY=1     workshop mode (also `streamlit run app.py -- --read-only`)
+  CNSDIFF_IMPORT_ROOTS    folders (os.pathsep-separated) a local import may read from
+                          (default: the repo's sample_data and ../shared/datasets)
+  CNSDIFF_DEMO_SET        overrides of the one-click demo, `key=value,...` as in `--set`
+                          (e.g. `epochs=5` for a slow laptop; the app tests use it)
+  CNSDIFF_MAX_JOBS        training jobs that may run at once in this process (default 1;
+                          later ones wait as 'queued' so a laptop is not oversubscribed)
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from cnsdiff_core.config import PRESETS, TrainConfig, parse_set_args, preset_config
+from cnsdiff_core.data import SHIFTS, DataError, list_datasets, load_dataset, validate_files
+from cnsdiff_core.runs import Run, RunInfo, RunStore, default_root, resume_run, train_and_store
+
+REPO = Path(__file__).resolve().parent
+_log = logging.getLogger("cnsdiff.app")
+
+# --- session-state keys (also the widget keys of the sidebar) ---------------------------------------
+KEY_DATASET, KEY_SHIFT, KEY_RUN = "dataset", "shift", "run_id"
+KEY_JOBS = "my_job_ids"  # ids of the jobs this session started (JobManager is process-wide)
+KEY_DEMO_JOB = "demo_job_id"
+KEY_EXTRA_DATASETS = "extra_datasets"  # generated / imported dataset names offered in the sidebar
+KEY_PENDING = "_pending_selection"  # choices made by a page, applied before the sidebar renders
+KEY_TRAIN_PREFILL = "_train_prefill"  # {field: value} the Train form takes over on its next render
+# URL query parameter per session key; pages may add user, item and step (see qp_get / qp_set).
+QUERY_PARAMS = {KEY_DATASET: "dataset", KEY_SHIFT: "shift", KEY_RUN: "run"}
+PAGE_PARAMS = ("user", "item", "step")
+DEFAULT_DATASET = "sample"
+
+# --- colours: Okabe & Ito (2008), colour-blind safe --------------------------------------------------
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "green": "#009E73",
+             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
+             "grey": "#999999"}
+# Real items are blue, synthesized negatives vermillion: the two never share a hue anywhere.
+REAL_COLOR = OKABE_ITO["blue"]
+SYNTH_COLOR = OKABE_ITO["vermillion"]
+TRAIN_POS_COLOR = OKABE_ITO["blue"]  # the user's training positives (real items)
+HELDOUT_COLOR = OKABE_ITO["green"]  # the user's held-out positives (real items)
+CONTEXT_COLOR = "#BBBBBB"  # all other items, drawn behind everything
+# One fixed colour per sampler; CNSDiff is the only one that synthesizes, so it takes SYNTH_COLOR.
+SAMPLER_COLORS = {"rns": OKABE_ITO["sky_blue"], "pns": OKABE_ITO["orange"], "dns": OKABE_ITO["green"],
+                  "mixgcf": OKABE_ITO["purple"], "ahns": OKABE_ITO["black"], "cnsdiff": SYNTH_COLOR}
+SPLIT_COLORS = {"train": OKABE_ITO["black"], "valid": OKABE_ITO["grey"], "test_iid": OKABE_ITO["blue"],
+                "test_ood": OKABE_ITO["orange"]}
+# Sequential shades within the synthesized hue: dark = hard (small step s, ends near the positive),
+# light = easy (large s).
+SYNTH_STEP_SCALE = ["#FDD0A2", "#FDAE6B", "#F16913", "#D55E00", "#8C2D04"]
+# Sequential shades within the real-item hue, e.g. for popularity colouring of items.
+REAL_SCALE = ["#DEEBF7", "#9ECAE1", "#4292C6", "#0072B2", "#08306B"]
+STATUS_ICONS = {"finished": "✅", "early-stopped": "✅", "stopped": "⏹️", "running": "⏳",
+                "queued": "⏳", "interrupted": "⚠️", "failed": "❌", "damaged": "❌"}
+
+
+def sampler_color(name: str) -> str:
+    return SAMPLER_COLORS.get(str(name).split("@")[0], OKABE_ITO["grey"])
+
+
+# --- modes ---------------------------------------------------------------------------------------------
+def read_only() -> bool:
+    """Workshop mode: precomputed runs only, no training or import."""
+    env = os.environ.get("CNSDIFF_READ_ONLY", "").strip().lower()
+    return env in ("1", "true", "yes", "on") or "--read-only" in sys.argv[1:]
+
+
+READ_ONLY_TEXT = ("read-only workshop mode: browsing precomputed runs; training and import are "
+                  "switched off.")
+
+
+def read_only_banner() -> None:
+    if read_only():
+        st.info(READ_ONLY_TEXT, icon="🔒")
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+def runs_root() -> Path:
+    return default_root().resolve()
+
+
+@st.cache_resource(show_spinner=False)
+def _store(root: str) -> RunStore:
+    return RunStore(root)
+
+
+def store() -> RunStore:
+    """The run store of $CNSDIFF_RUNS (one object per folder, shared by every session)."""
+    return _store(str(runs_root()))
+
+
+def list_runs() -> list[RunInfo]:
+    """Every stored run, newest first (damaged ones included with their reason). Not cached: a
+    listing is a few small JSON reads, and runs appear while the app runs."""
+    return store().list_runs()
+
+
+def _status_mtime(run_id: str) -> float:
+    try:
+        return (store().path(run_id) / "status.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _load_run(root: str, run_id: str, status_mtime: float) -> Run:
+    return RunStore(root).load(run_id)
+
+
+def load_run(run_id: str) -> Run:
+    """A stored run (cached; keyed by the mtime of its status so a finishing run is re-read).
+    Raises StoreError for a damaged run."""
+    return _load_run(str(runs_root()), run_id, _status_mtime(run_id))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _per_user(root: str, run_id: str, status_mtime: float) -> dict:
+    return RunStore(root).load(run_id).per_user()
+
+
+def per_user(run_id: str) -> dict:
+    """Per-user test metrics of a run ({} when it has none). Raises StoreError for a damaged run."""
+    return _per_user(str(runs_root()), run_id, _status_mtime(run_id))
+
+
+def run_status_file(info: RunInfo) -> dict:
+    """status.json of a run (device label, timing), {} when unreadable."""
+    try:
+        return json.loads((info.path / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# --- datasets -----------------------------------------------------------------------------------------
+@st.cache_data(ttl=60, show_spinner=False)
+def dataset_registry() -> list[dict]:
+    return list_datasets()
+
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=8)
+def load_dataset_cached(name: str, shift: str | None = None, seed: int = 0):
+    """A Dataset, shared read-only by every session (it holds numpy arrays). Raises DataError."""
+    return load_dataset(name, shift, seed=seed)
+
+
+def dataset_shifts(name: str) -> tuple[list[str], str]:
+    """(allowed shifts, default shift) of a dataset name or path; never raises."""
+    for d in dataset_registry():
+        if d["name"] == name:
+            return list(d["shifts"]), d.get("default_shift") or d["shifts"][0]
+    if name.lower().startswith("synthetic"):
+        return list(SHIFTS), "exposure"
+    path = Path(name)
+    try:
+        if path.is_dir():
+            if (path / "world.json").is_file():
+                return list(SHIFTS), "exposure"
+            ds = load_dataset_cached(name, None)
+            return [ds.shift], ds.shift
+        if path.is_file():
+            verdict = validate_paths([path])[0]
+            if verdict["has_timestamps"]:
+                return ["temporal", "popularity", "random"], "temporal"
+            return ["random", "popularity"], "random"
+    except (DataError, OSError):
+        pass
+    return [], ""
+
+
+def dataset_options() -> list[str]:
+    """Datasets offered in the sidebar: available named ones, then generated / imported ones."""
+    names = [d["name"] for d in dataset_registry() if d["available"] and d["kind"] != "generator"]
+    for extra in st.session_state.get(KEY_EXTRA_DATASETS, []):
+        if extra not in names:
+            names.append(extra)
+    return names
+
+
+def add_dataset(name: str) -> None:
+    """Offer a generated or imported dataset in the sidebar."""
+    extras = st.session_state.setdefault(KEY_EXTRA_DATASETS, [])
+    if name not in extras:
+        extras.append(name)
+
+
+def dataset_label(name: str) -> str:
+    if name.startswith("synthetic:"):
+        return "synthetic · " + name.split(":", 1)[1]
+    if "/" in name or os.sep in name:
+        return f"imported · {Path(name).name}"
+    return name
+
+
+def current_dataset() -> str:
+    return st.session_state.get(KEY_DATASET) or DEFAULT_DATASET
+
+
+def current_shift() -> str | None:
+    shift = st.session_state.get(KEY_SHIFT)
+    if shift:
+        return shift
+    return dataset_shifts(current_dataset())[1] or None
+
+
+def current_run_id() -> str | None:
+    return st.session_state.get(KEY_RUN)
+
+
+def select(dataset: str | None = None, shift: str | None = None, run_id: str | None = None) -> None:
+    """Change the global choices from a page. Widgets of the sidebar were already drawn in this
+    rerun, so the choice is applied at the start of the next one; call st.rerun() after."""
+    pending = st.session_state.setdefault(KEY_PENDING, {})
+    if dataset is not None:
+        pending[KEY_DATASET] = dataset
+        pending[KEY_SHIFT] = shift
+    if run_id is not None:
+        pending[KEY_RUN] = run_id
+
+
+def apply_pending() -> None:
+    """Called by app.py before the sidebar widgets exist."""
+    pending = st.session_state.pop(KEY_PENDING, None)
+    if not pending:
+        return
+    if KEY_DATASET in pending:
+        if pending[KEY_DATASET] not in dataset_options():
+            add_dataset(pending[KEY_DATASET])
+        st.session_state[KEY_DATASET] = pending[KEY_DATASET]
+        st.session_state[KEY_SHIFT] = pending.get(KEY_SHIFT) or dataset_shifts(pending[KEY_DATASET])[1]
+    if KEY_RUN in pending:
+        st.session_state[KEY_RUN] = pending[KEY_RUN]
+
+
+APP_WORLD_LIMIT = 5000  # users and items of a world generated inside the app (the CLI has no cap)
+
+
+def linkable_dataset(name: str) -> str:
+    """'' when a dataset named in a link may be opened here, else why not (half a sentence).
+    Links are untrusted: paths must lie under the import roots or the upload folder, and
+    generated worlds must be small enough to build within a rerun."""
+    known = {d["name"]: d for d in dataset_registry()}
+    if name in known:
+        d = known[name]
+        return "" if d["available"] and d["kind"] != "generator" else "is not available here"
+    if name.lower().startswith("synthetic"):
+        from cnsdiff_core.data import parse_synthetic
+
+        try:
+            cfg = parse_synthetic(name.split(":", 1)[1] if ":" in name else "")
+        except DataError as exc:
+            return f"has bad parameters ({exc})"
+        if max(cfg.n_users, cfg.n_items) > APP_WORLD_LIMIT:
+            return (f"is larger than the app generates ({APP_WORLD_LIMIT:,} users or items); "
+                    "generate it with the command line")
+        return ""
+    path = Path(name).expanduser().resolve()
+    roots = [*import_roots(), (runs_root() / ".uploads").resolve()]
+    if not any(path == r or path.is_relative_to(r) for r in roots) or not path.exists():
+        return "is not a dataset this app may open"
+    return ""
+
+
+# --- URL state ------------------------------------------------------------------------------------------
+def load_query_params() -> list[str]:
+    """Once per session, copy dataset / shift / run from the URL into session state (before the
+    sidebar widgets are drawn). Returns warnings about values that could not be used."""
+    if st.session_state.get("_qp_loaded"):
+        return []
+    st.session_state["_qp_loaded"] = True
+    qp = st.query_params
+    warnings = []
+    name = qp.get("dataset")
+    if name:
+        reason = linkable_dataset(name)
+        if not reason:
+            if name not in dataset_options():
+                add_dataset(name)
+            st.session_state[KEY_DATASET] = name
+        else:
+            warnings.append(f"Dataset {name!r} from the link {reason}; showing {DEFAULT_DATASET} instead.")
+    shift = qp.get("shift")
+    if shift:
+        allowed, _ = dataset_shifts(current_dataset())
+        if shift in allowed:
+            st.session_state[KEY_SHIFT] = shift
+        else:
+            warnings.append(f"Shift {shift!r} from the link is not offered for {current_dataset()}; "
+                            f"using its default.")
+    run_id = qp.get("run")
+    if run_id:
+        if run_id in {r.run_id for r in list_runs()}:
+            st.session_state[KEY_RUN] = run_id
+        else:
+            warnings.append(f"Run {run_id!r} from the link is not in this run store.")
+    for name in PAGE_PARAMS:
+        if qp.get(name) is not None:
+            st.session_state[f"qp_{name}"] = qp.get(name)
+    return warnings
+
+
+def sync_query_params() -> None:
+    """Write the global choices into the URL (only what changed), so a copied link restores them.
+    Called by app.py after the sidebar on every rerun, which also restores them after a page
+    switch."""
+    for key, param in QUERY_PARAMS.items():
+        value = st.session_state.get(key)
+        if value in (None, ""):
+            if param in st.query_params:
+                del st.query_params[param]
+        elif st.query_params.get(param) != str(value):
+            st.query_params[param] = str(value)
+
+
+def qp_get(name: str, default: Any = None) -> Any:
+    """A page-level URL parameter (user, item, step): from the URL or the session's first URL."""
+    value = st.query_params.get(name)
+    if value is None:
+        value = st.session_state.get(f"qp_{name}")
+    return default if value is None else value
+
+
+def qp_set(name: str, value: Any) -> None:
+    st.session_state[f"qp_{name}"] = None if value is None else str(value)
+    if value is None:
+        if name in st.query_params:
+            del st.query_params[name]
+    elif st.query_params.get(name) != str(value):
+        st.query_params[name] = str(value)
+
+
+# --- device --------------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def device_info() -> dict:
+    """{'label': what training with device=auto uses, 'cuda': bool, 'reason': why not cuda}."""
+    import torch
+
+    from cnsdiff_core.train import device_label, resolve_device
+
+    cuda = bool(torch.cuda.is_available())
+    reason = "" if cuda else (
+        "no CUDA GPU is visible to torch (torch.cuda.is_available() is False"
+        + ("; this torch is a CPU build" if torch.version.cuda is None else "") + ")")
+    return {"label": device_label(resolve_device("auto")), "cuda": cuda, "reason": reason}
+
+
+# --- the train form --------------------------------------------------------------------------------
+# Every TrainConfig field the form shows, by expander; the rest come from the sidebar or widgets
+# of their own (FORM_EXCLUDED). tests/test_app_pages.py checks that together they cover every field.
+FORM_GROUPS: dict[str, list[str]] = {
+    "Backbone (LightGCN)": ["dim", "layers", "lr", "batch_size", "epochs", "l2", "seed", "data_seed"],
+    "Evaluation & selection": ["eval_every", "patience", "selection", "eval_batch_users",
+                               "probe_triples", "snapshot_epochs", "max_seconds"],
+    "Baseline samplers": ["pns_power", "dns_candidates", "mixgcf_candidates", "ahns_candidates",
+                          "ahns_alpha", "ahns_beta", "ahns_p"],
+    "CNSDiff: noise schedule": ["steps", "schedule", "noise_scale", "beta_min", "beta_max"],
+    "CNSDiff: synthesis & hardness": ["hard_start", "hard_stride", "stop_step", "denoise_steps",
+                                      "reverse_from_T", "posterior_noise", "min_distance",
+                                      "condition_on_user", "mix_a0", "mix_b0", "mix_a1", "mix_b1",
+                                      "min_mix", "cl_weight", "cl_temperature", "cl_negatives"],
+    "CNSDiff: denoiser & causal": ["train_denoiser", "denoiser_lr", "denoiser_hidden",
+                                   "denoiser_dropout", "denoiser_joint", "diff_weight",
+                                   "normalize_snr_weights", "causal", "causal_weight", "n_envs",
+                                   "env_kind"],
+}
+FORM_EXCLUDED = ("dataset", "shift", "sampler", "preset", "device")
+
+
+def form_groups() -> dict[str, list[str]]:
+    """FORM_GROUPS plus an 'Other settings' group for fields the engine added since (so the form
+    always shows every setting)."""
+    placed = {f for group in FORM_GROUPS.values() for f in group} | set(FORM_EXCLUDED)
+    other = [f.name for f in fields(TrainConfig) if f.name not in placed]
+    return {**FORM_GROUPS, "Other settings": other} if other else dict(FORM_GROUPS)
+FORM_CHOICES = {"selection": ("iid-valid", "ood-test"), "schedule": ("linear", "linear-var", "cosine"),
+                "causal": ("kl", "env-variance", "none"), "env_kind": ("auto", "time", "popularity")}
+
+
+@st.cache_resource(show_spinner=False)
+def field_comments() -> dict[str, str]:
+    """The one-line comment next to each TrainConfig field (the form's help texts)."""
+    out = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def field_types() -> dict[str, str]:
+    return {f.name: str(f.type) for f in fields(TrainConfig)}
+
+
+def base_config(preset: str) -> TrainConfig:
+    return preset_config(preset) if preset in PRESETS else TrainConfig(preset="custom")
+
+
+def form_value(cfg: TrainConfig, name: str) -> Any:
+    """A field's value as its form widget holds it (floats and tuples as text)."""
+    value = getattr(cfg, name)
+    typ = field_types()[name]
+    if typ == "float":
+        return f"{value:g}"
+    if typ.startswith("tuple"):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+def build_configs(preset: str, samplers: list[str], values: dict[str, Any], dataset: str,
+                  shift: str | None, device: str) -> list[TrainConfig]:
+    """One TrainConfig per sampler from the form's values. Raises ConfigError (one sentence).
+    The run is labelled with the preset when every value equals the preset's, else 'custom'."""
+    from cnsdiff_core.config import ConfigError
+
+    if not samplers:
+        raise ConfigError("no sampler is selected; pick at least one sampler to train.")
+    base = base_config(preset)
+    cfg = base.with_updates(dataset=dataset, shift=shift, device=device, **values)
+    same = all(getattr(cfg, k) == getattr(base, k) for k in values)
+    label = preset if (same and preset in PRESETS) else "custom"
+    return [cfg.with_updates(sampler=s, preset=label) for s in samplers]
+
+
+def prefill_train_form(updates: dict[str, Any]) -> None:
+    """Let another page (e.g. the schedule lab) fill in Train form settings; then
+    st.switch_page("pages/3_train.py")."""
+    st.session_state[KEY_TRAIN_PREFILL] = {k: form_value(TrainConfig().with_updates(**{k: v}), k)
+                                           for k, v in updates.items()}
+
+
+def demo_configs() -> list[TrainConfig]:
+    """The one-click demo: CNSDiff (preset demo) and RNS on the sample world, its default shift."""
+    overrides = parse_set_args([p for p in os.environ.get("CNSDIFF_DEMO_SET", "").split(",") if p.strip()])
+    return [preset_config("demo", dataset=DEFAULT_DATASET, sampler=s, **overrides) for s in ("cnsdiff", "rns")]
+
+
+# --- background training jobs -------------------------------------------------------------------------
+ACTIVE = ("queued", "running")
+MAX_POINTS = 4000  # loss points kept per job (older ones thinned)
+
+
+@dataclass
+class Job:
+    """One background job: train several configs in turn, or resume one run. Written by its thread,
+    read by pages through `snapshot()`."""
+
+    job_id: str
+    title: str
+    configs: list[TrainConfig]
+    store_root: str
+    tag: str = ""
+    resume_id: str | None = None
+    status: str = "queued"  # queued | running | finished | stopped | failed
+    message: str = ""
+    created: float = field(default_factory=time.time)
+    ended: float | None = None
+    current: int = 0  # index of the config in training
+    device: str = ""
+    epoch: int = 0  # 1-based epoch in progress / last finished
+    epochs: int = 0
+    batch: int = 0
+    n_batches: int = 0
+    eta_s: float | None = None
+    run_started: float | None = None
+    run_ids: list[str] = field(default_factory=list)
+    outcomes: list[dict] = field(default_factory=list)  # run_id, sampler, status, message
+    losses: list[dict] = field(default_factory=list)  # run, sampler, x (epochs), loss
+    valid: list[dict] = field(default_factory=list)  # run, sampler, epoch, valid / ood recall@20
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def n_runs(self) -> int:
+        return max(len(self.configs), 1)
+
+    def fraction(self) -> float:
+        if self.status not in ACTIVE:
+            return 1.0
+        within = 0.0
+        if self.epochs:
+            within = ((max(self.epoch, 1) - 1) + (self.batch / self.n_batches if self.n_batches else 0)) / self.epochs
+        return float(min(max((self.current + min(within, 1.0)) / self.n_runs, 0.0), 1.0))
+
+    def total_eta(self) -> float | None:
+        if self.eta_s is None or self.run_started is None:
+            return None
+        per_run = (time.time() - self.run_started) + self.eta_s
+        return self.eta_s + per_run * (self.n_runs - self.current - 1)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"job_id": self.job_id, "title": self.title, "tag": self.tag, "status": self.status,
+                    "message": self.message, "created": self.created, "ended": self.ended,
+                    "current": self.current, "n_runs": self.n_runs, "device": self.device,
+                    "epoch": self.epoch, "epochs": self.epochs, "batch": self.batch,
+                    "n_batches": self.n_batches, "eta_s": self.total_eta(), "fraction": self.fraction(),
+                    "samplers": [c.sampler for c in self.configs], "run_ids": list(self.run_ids),
+                    "outcomes": [dict(o) for o in self.outcomes], "losses": list(self.losses),
+                    "valid": list(self.valid), "stop_requested": self.stop_event.is_set(),
+                    "resume_id": self.resume_id}
+
+
+class JobManager:
+    """Process-wide registry of training jobs (one per process via st.cache_resource). Each job
+    runs in a daemon thread that never touches Streamlit; pages poll `get()` / `jobs()`."""
+
+    def __init__(self, max_parallel: int | None = None) -> None:
+        n = max_parallel or int(os.environ.get("CNSDIFF_MAX_JOBS", "1") or 1)
+        self._slots = threading.Semaphore(max(n, 1))
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    # --- submitting ---------------------------------------------------------------------------
+    def submit(self, configs: list[TrainConfig], title: str = "", tag: str = "",
+               store_root: str | Path | None = None) -> str:
+        job = Job(uuid.uuid4().hex[:10], title or ", ".join(c.sampler for c in configs), list(configs),
+                  str(store_root or runs_root()), tag=tag)
+        return self._start(job)
+
+    def submit_resume(self, run_id: str, store_root: str | Path | None = None) -> str:
+        """Resume an interrupted or stopped run; an active job on the same run is reused."""
+        for job in self.jobs():
+            if job["resume_id"] == run_id and job["status"] in ACTIVE:
+                return job["job_id"]
+        root = str(store_root or runs_root())
+        cfg = RunStore(root).load(run_id).config
+        job = Job(uuid.uuid4().hex[:10], f"resume {run_id}", [cfg], root, tag="resume", resume_id=run_id)
+        job.run_ids.append(run_id)
+        return self._start(job)
+
+    def _start(self, job: Job) -> str:
+        with self._lock:
+            self._jobs[job.job_id] = job
+            done = [j for j in self._jobs.values() if j.status not in ACTIVE]
+            for old in sorted(done, key=lambda j: j.created)[:-50]:  # keep the last 50 finished
+                del self._jobs[old.job_id]
+        threading.Thread(target=self._run, args=(job,), name=f"cnsdiff-job-{job.job_id}", daemon=True).start()
+        return job.job_id
+
+    # --- reading / controlling ------------------------------------------------------------------
+    def get(self, job_id: str | None) -> dict | None:
+        job = self._jobs.get(job_id or "")
+        return job.snapshot() if job else None
+
+    def jobs(self) -> list[dict]:
+        """Every job of this process, newest first."""
+        return [j.snapshot() for j in sorted(list(self._jobs.values()), key=lambda j: j.created, reverse=True)]
+
+    def active(self, tag: str | None = None) -> list[dict]:
+        return [j for j in self.jobs() if j["status"] in ACTIVE and (tag is None or j["tag"] == tag)]
+
+    def stop(self, job_id: str) -> None:
+        """Ask a job to stop after the current batch; what was trained is kept as 'stopped'."""
+        job = self._jobs.get(job_id)
+        if job:
+            job.stop_event.set()
+
+    # --- the thread -------------------------------------------------------------------------------
+    def _on_event(self, job: Job, idx: int, sampler: str, event: dict) -> None:
+        kind = event["type"]
+        with job.lock:
+            if kind == "start":
+                job.device, job.epochs = event["device"], int(event["epochs"])
+                job.epoch, job.batch, job.eta_s, job.run_started = int(event.get("start_epoch", 0)), 0, None, time.time()
+            elif kind == "batch":
+                job.epoch, job.batch, job.n_batches = event["epoch"] + 1, event["batch"], event["n_batches"]
+                job.eta_s = float(event["eta_s"])
+                job.losses.append({"run": idx, "sampler": sampler, "x": event["epoch"] + event["batch"] / event["n_batches"],
+                                   "loss": float(event["loss"])})
+                if len(job.losses) > MAX_POINTS:
+                    job.losses = job.losses[::2]
+            elif kind == "epoch":
+                rec = event["record"]
+                job.valid.append({"run": idx, "sampler": sampler, "epoch": int(rec["epoch"]),
+                                  "loss": rec.get("loss"), "valid_recall@20": rec.get("valid_recall@20"),
+                                  "ood_recall@20": rec.get("ood_recall@20")})
+
+    def _run(self, job: Job) -> None:
+        with self._slots:
+            if job.stop_event.is_set():
+                with job.lock:
+                    job.status, job.message, job.ended = "stopped", "stopped before it started", time.time()
+                return
+            with job.lock:
+                job.status = "running"
+            store_ = RunStore(job.store_root)
+            failures: list[str] = []
+            data_cache: dict = {}
+            for idx, cfg in enumerate(job.configs):
+                if job.stop_event.is_set():
+                    break
+                with job.lock:
+                    job.current, job.epoch, job.batch, job.eta_s = idx, 0, 0, None
+                callback = lambda ev, i=idx, s=cfg.sampler: self._on_event(job, i, s, ev)  # noqa: E731
+                n_created = len(job.run_ids)
+                try:
+                    if job.resume_id:
+                        _, res = resume_run(job.resume_id, store_, [callback], job.stop_event.is_set)
+                        rid = job.resume_id
+                    else:
+                        key = (cfg.dataset, cfg.shift, cfg.data_seed)
+                        if key not in data_cache:
+                            data_cache[key] = load_dataset(*key[:2], seed=key[2])
+                        rid, res = train_and_store(cfg, store_, [callback], job.stop_event.is_set,
+                                                   data=data_cache[key], on_created=self._created(job))
+                    outcome = {"run_id": rid, "sampler": cfg.sampler, "status": res.status, "message": res.message}
+                except Exception as exc:  # shown to the user; the run (if created) is marked failed
+                    if isinstance(exc, (ValueError, RuntimeError)):  # the engine's one-sentence errors
+                        msg = str(exc)
+                    else:  # a bug: the traceback goes to the server log, the user sees its last line
+                        _log.exception("training job %s failed", job.job_id)
+                        msg = f"{type(exc).__name__}: {exc}"
+                    failures.append(f"{cfg.sampler}: {msg}")
+                    created = job.resume_id or (job.run_ids[n_created] if len(job.run_ids) > n_created else None)
+                    outcome = {"run_id": created,
+                               "sampler": cfg.sampler, "status": "failed", "message": msg}
+                with job.lock:
+                    job.outcomes.append(outcome)
+            with job.lock:
+                job.ended = time.time()
+                if failures:
+                    job.status, job.message = "failed", "; ".join(failures)
+                elif job.stop_event.is_set():
+                    job.status, job.message = "stopped", "stopped by request; what was trained is kept"
+                else:
+                    job.status = "finished"
+                    job.message = f"{len(job.outcomes)} run(s) done in {job.ended - job.created:.0f} s"
+
+    @staticmethod
+    def _created(job: Job):
+        def on_created(run_id: str) -> None:
+            with job.lock:
+                job.run_ids.append(run_id)
+        return on_created
+
+
+@st.cache_resource(show_spinner=False)
+def job_manager() -> JobManager:
+    return JobManager()
+
+
+def remember_job(job_id: str) -> None:
+    ids = st.session_state.setdefault(KEY_JOBS, [])
+    if job_id not in ids:
+        ids.append(job_id)
+
+
+def my_jobs() -> list[dict]:
+    """Jobs this session started plus every active job of the process (other tabs), newest first."""
+    mine = set(st.session_state.get(KEY_JOBS, []))
+    return [j for j in job_manager().jobs() if j["job_id"] in mine or j["status"] in ACTIVE]
+
+
+def newly_finished(jobs: list[dict], state_key: str) -> bool:
+    """True once for each job seen ending since the last call with this key (then the page redraws
+    the whole app so the sidebar lists the new runs)."""
+    seen = st.session_state.setdefault(state_key, set())
+    done = {j["job_id"] for j in jobs if j["status"] not in ACTIVE}
+    new = done - seen
+    seen |= done
+    return bool(new)
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating…"
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def job_progress_text(job: dict) -> str:
+    if job["status"] == "queued":
+        return "queued: waiting for another training job to finish"
+    if job["status"] != "running":
+        return f"{job['status']}: {job['message']}"
+    which = job["samplers"][job["current"]] if job["samplers"] else "?"
+    return (f"run {job['current'] + 1}/{job['n_runs']} ({which}) · epoch {job['epoch']}/{job['epochs']} "
+            f"· batch {job['batch']}/{job['n_batches']} · ETA {format_eta(job['eta_s'])}")
+
+
+# --- tables -------------------------------------------------------------------------------------------
+METRIC_COLUMNS = [f"{split}_{m}@{k}" for split in ("iid", "ood") for k in (10, 20)
+                  for m in ("recall", "ndcg", "precision", "hit")] + \
+                 ["iid_rec_pop@20", "ood_rec_pop@20", "iid_tail_share@20", "ood_tail_share@20"]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _runs_frame(root: str, signature: tuple) -> pd.DataFrame:
+    rows = []
+    for info in RunStore(root).list_runs():
+        c, f = info.config, info.final
+        status_file = run_status_file(info)
+        row = {"run_id": info.run_id, "status": info.status, "reason": info.message,
+               "dataset": c.get("dataset", ""), "shift": c.get("shift") or _stored_shift(info),
+               "sampler": c.get("sampler", ""),
+               "preset": c.get("preset", ""), "device": status_file.get("device", ""),
+               "epochs": f.get("epochs_run", status_file.get("epochs_run")), "best_epoch": f.get("best_epoch"),
+               "seconds": f.get("seconds"),
+               "created": pd.Timestamp(info.created, unit="s", tz="UTC").tz_convert(None).floor("s")}
+        for col in METRIC_COLUMNS:
+            row[col] = f.get(col)
+        rows.append(row)
+    cols = ["run_id", "status", "reason", "dataset", "shift", "sampler", "preset", "device", "epochs",
+            "best_epoch", "seconds", "created", *METRIC_COLUMNS]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _stored_shift(info: RunInfo) -> str:
+    """The shift a run actually used (its config may say None = the dataset's default)."""
+    try:
+        return json.loads((info.path / "dataset.json").read_text()).get("shift") or ""
+    except (OSError, ValueError):
+        return ""
+
+
+def runs_frame() -> pd.DataFrame:
+    """One row per stored run with its status, reason and final metrics (cached per store state)."""
+    root = runs_root()
+    sig = tuple((p.name, _status_mtime(p.name)) for p in sorted(root.iterdir())
+                if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else ()
+    return _runs_frame(str(root), sig)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def popularity_frame(name: str, shift: str | None, seed: int = 0) -> pd.DataFrame:
+    """Long tail per split: items ranked by their interaction count in that split (count > 0).
+    Columns split, rank, count, share (count / split size)."""
+    import numpy as np
+
+    ds = load_dataset_cached(name, shift, seed)
+    parts = []
+    for split_name in ("train", "test_iid", "test_ood"):
+        arr = getattr(ds, split_name)
+        counts = np.sort(np.bincount(arr[:, 1], minlength=ds.n_items))[::-1] if len(arr) else np.zeros(0, int)
+        counts = counts[counts > 0]
+        parts.append(pd.DataFrame({"split": split_name, "rank": np.arange(1, len(counts) + 1),
+                                   "count": counts, "share": counts / max(len(arr), 1)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def shift_report_cached(name: str, shift: str | None, seed: int = 0) -> dict:
+    from cnsdiff_core.data import shift_report
+
+    return shift_report(load_dataset_cached(name, shift, seed))
+
+
+# --- imports ---------------------------------------------------------------------------------------------
+def import_roots() -> list[Path]:
+    env = os.environ.get("CNSDIFF_IMPORT_ROOTS")
+    if env:
+        return [Path(p).expanduser().resolve() for p in env.split(os.pathsep) if p.strip()]
+    return [(REPO / "sample_data").resolve(), (REPO.parent / "shared" / "datasets").resolve()]
+
+
+def allowed_import_path(text: str) -> Path:
+    """Resolve a local path typed by the user; DataError unless it exists under an import root."""
+    if not text.strip():
+        raise DataError("Type a file or folder path first.")
+    path = Path(text.strip()).expanduser().resolve()
+    roots = import_roots()
+    if not any(path == r or path.is_relative_to(r) for r in roots):
+        raise DataError(f"{path} is outside the folders this app may read ({', '.join(map(str, roots))}); "
+                        "copy the data there or set CNSDIFF_IMPORT_ROOTS.")
+    if not path.exists():
+        raise DataError(f"{path} does not exist; check the spelling.")
+    return path
+
+
+def session_upload_dir() -> Path:
+    """A folder for this session's uploads (inside the run store, hidden from the run list)."""
+    sid = st.session_state.setdefault("_upload_session", uuid.uuid4().hex[:12])
+    folder = runs_root() / ".uploads" / sid
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_uploads(files) -> list[Path]:
+    folder = session_upload_dir()
+    out = []
+    for f in files:
+        name = Path(f.name).name  # never a path from the browser
+        if not name or name.startswith("."):
+            name = f"upload-{uuid.uuid4().hex[:6]}"
+        target = folder / name
+        data = f.getvalue()
+        if not (target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data):
+            target.write_bytes(data)
+        out.append(target)
+    return out
+
+
+@st.cache_data(show_spinner="Checking the files…", max_entries=32)
+def validate_cached(paths: tuple[str, ...], signature: tuple) -> list[dict]:
+    return validate_files([Path(p) for p in paths])
+
+
+def validate_paths(paths: list[Path]) -> list[dict]:
+    sig = tuple((str(p), p.stat().st_mtime if p.exists() else 0, p.stat().st_size if p.exists() else 0) for p in paths)
+    return validate_cached(tuple(str(p) for p in paths), sig)
+
+
+def verdict_frame(verdicts: list[dict]) -> pd.DataFrame:
+    rows = [{"file": v["file"], "ok": "✅ ok" if v["ok"] else "❌ not usable", "format": v.get("format") or "",
+             "rows": v.get("rows", 0), "users": v.get("users", 0), "items": v.get("items", 0),
+             "message": v["message"] + ("" if not v.get("warnings") else " Warnings: " + " ".join(v["warnings"]))}
+            for v in verdicts]
+    return pd.DataFrame(rows, columns=["file", "ok", "format", "rows", "users", "items", "message"])
+
+
+def page_files() -> dict[str, Path]:
+    """The explore pages that exist right now (they are written separately)."""
+    names = {"denoising": "pages/5_denoising.py", "negatives_map": "pages/6_negatives_map.py",
+             "fhn_hardness": "pages/7_fhn_hardness.py", "schedule_lab": "pages/8_schedule_lab.py"}
+    return {k: REPO / v for k, v in names.items() if (REPO / v).is_file()}
+

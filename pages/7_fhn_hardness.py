@@ -1,0 +1,117 @@
+"""FHN & hardness: how many of each sampler's negatives are false (observed: in the user's held-out
+positives; ground truth on synthetic worlds), how hard they are, per epoch and across runs."""
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+import explore_support as es
+from cnsdiff_core import explore as ex
+
+st.title("FHN & hardness")
+st.caption("Measured every epoch on a fixed probe of training triples. A synthesized negative "
+           "counts as its nearest non-training item. These numbers are never fed back into training.")
+
+run_ids = es.pick_runs("fhn_runs", label="Runs (one or several)")
+if not run_ids:
+    st.info("Pick at least one finished run (train one on the Train page, or the demo on Home).")
+    st.stop()
+
+curves = ex.fhn_curves({r: es.diagnostics(r) for r in run_ids})
+if curves.empty:
+    st.warning("The chosen runs have no diagnostics yet (diagnostics.csv is empty).")
+    st.stop()
+has_truth = bool(curves["fhn_true"].notna().any())
+metrics = {"fhn": "observed FHN rate", "fhn_lift": "lift over uniform"}
+if has_truth:
+    metrics["fhn_true"] = "ground-truth FHN rate"
+c_metric, c_steps, c_sel = st.columns([2, 1.3, 2])
+metric = c_metric.radio("Measure", list(metrics), key="fhn_metric", horizontal=True, format_func=metrics.get)
+with_steps = c_steps.toggle("CNSDiff per step", value=True, key="fhn_steps",
+                            help="Also the candidates at each diffusion step s (cnsdiff@s), not only the pick.")
+all_series = sorted(curves["series"].unique())
+if st.session_state.get("_fhn_series_all") != all_series:  # other runs: show every sampler again
+    st.session_state["_fhn_series_all"] = all_series
+    st.session_state["fhn_series"] = all_series
+series = c_sel.multiselect("Samplers", all_series, key="fhn_series")
+
+shown = curves[curves["series"].isin(series)]
+if not with_steps:
+    shown = shown[shown["step"] < 0]
+colors = es.series_colors(all_series + ["positive"])
+multi = len(run_ids) > 1
+fig = px.line(shown, x="epoch", y=metric, color="series", line_dash="run" if multi else None, markers=True,
+              color_discrete_map=colors, hover_data=["run", "hardness_mean", "cos_to_pos", "nn_dist"],
+              labels={metric: metrics[metric], "series": "sampler"})
+if metric == "fhn_lift":
+    fig.add_hline(y=1.0, line_dash="dot", line_color="#777", annotation_text="uniform sampling")
+elif metric == "fhn":
+    uni = curves.groupby("run")["uniform_rate"].first()
+    for r, v in uni.items():
+        fig.add_hline(y=float(v), line_dash="dot", line_color="#777",
+                      annotation_text=f"uniform{'' if not multi else ' · ' + r[-14:]}")
+fig.update_layout(height=440, legend={"orientation": "h", "y": -0.2})
+st.plotly_chart(fig, key="fhn_lines")
+if not has_truth:
+    st.caption("Ground-truth FHN appears for runs on synthetic worlds (the sample world or synthetic:…).")
+
+# --- hardness and score distributions at the selected epoch ---------------------------------------------
+samples = ex.hardness_samples({r: es.negatives(r) for r in run_ids})
+if samples.empty:
+    st.info("The chosen runs stored no probe negatives, so no distributions can be drawn.")
+else:
+    samples = samples[samples["series"].isin(series + ["positive"])]
+    if not with_steps:
+        samples = samples[samples["step"] < 0]
+    st.subheader("Hardness at the selected epoch")
+    st.caption("hardness = s(u, negative) − s(u, positive); above 0 the negative outscores the positive.")
+    kind = st.radio("Plot", ["box", "violin"], key="fhn_kind", horizontal=True)
+    negs = samples[samples["series"] != "positive"]
+    plot = px.box if kind == "box" else px.violin
+    hard = plot(negs, x="series", y="hardness", color="series", facet_col="run" if multi else None,
+                color_discrete_map=colors, labels={"series": "sampler"})
+    hard.add_hline(y=0, line_dash="dot", line_color="#777")
+    hard.update_layout(height=420, showlegend=False)
+    st.plotly_chart(hard, key="fhn_hardness")
+
+    st.subheader("Score histograms")
+    hist_series = sorted(samples["series"].unique())
+    default = [s for s in ("positive", "rns", "dns", "cnsdiff") if s in hist_series] or hist_series[:3]
+    if st.session_state.get("fhn_hist_series") is None or not set(st.session_state["fhn_hist_series"]) <= set(hist_series):
+        st.session_state["fhn_hist_series"] = default
+    pick = st.multiselect("Series", hist_series, key="fhn_hist_series")
+    hist = px.histogram(samples[samples["series"].isin(pick)], x="score", color="series", barmode="overlay",
+                        histnorm="probability density", opacity=0.55, nbins=60, facet_row="run" if multi else None,
+                        color_discrete_map=colors, labels={"score": "s(u, ·)"})
+    hist.update_layout(height=380 if not multi else 260 * len(run_ids))
+    st.plotly_chart(hist, key="fhn_hist")
+    summary = (negs.groupby(["run", "series"])
+               .agg(n=("hardness", "size"), hardness_mean=("hardness", "mean"),
+                    hardness_median=("hardness", "median"), fhn=("fhn", "mean"), nn_dist=("nn_dist", "mean"))
+               .reset_index())
+    st.dataframe(summary, hide_index=True, key="fhn_summary")
+    st.download_button("Download per-triple negatives (CSV)", es.csv_bytes(samples), file_name="negatives_hardness.csv",
+                       mime="text/csv", key="fhn_dl_samples")
+st.download_button("Download FHN per epoch (CSV)", es.csv_bytes(curves), file_name="fhn_per_epoch.csv",
+                   mime="text/csv", key="fhn_dl_curves")
+
+# --- FHN against the synthetic world's confounding strength -------------------------------------------
+conf = es.confounding_over_store()
+if conf["confounding"].nunique() >= 2:
+    st.subheader("FHN vs confounding strength (synthetic worlds)")
+    st.caption("Every finished run on a synthetic world, at its selected epoch; several runs with "
+               "the same strength are averaged.")
+    conf_metric = st.radio("Measure", [m for m in ("fhn_true", "fhn", "fhn_lift") if conf[m].notna().any()],
+                           key="fhn_conf_metric", horizontal=True,
+                           format_func={"fhn_true": "ground-truth FHN", "fhn": "observed FHN",
+                                        "fhn_lift": "lift over uniform"}.get)
+    agg = conf.groupby(["series", "confounding"], as_index=False)[conf_metric].mean()
+    agg = agg[agg["series"].isin(series)]
+    chart = px.line(agg, x="confounding", y=conf_metric, color="series", markers=True,
+                    color_discrete_map=es.series_colors(list(agg["series"].unique())))
+    chart.update_layout(height=380)
+    st.plotly_chart(chart, key="fhn_confounding")
+else:
+    n = conf["confounding"].nunique()
+    st.caption("A chart of FHN against the world's confounding strength appears once runs on "
+               f"synthetic worlds with at least two confounding strengths exist (now: {n}). Generate "
+               "worlds on Data & shift and train on each.")

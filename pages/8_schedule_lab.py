@@ -1,0 +1,140 @@
+"""Noise schedule lab: edit two schedules side by side, see their curves, refit only the denoiser
+on a run's frozen embeddings with one of them (seconds) and see hardness and FHN per step."""
+import time
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+import app_support as sup
+import explore_support as es
+from cnsdiff_core import explore as ex
+from cnsdiff_core.config import SCHEDULES, ConfigError, preset_config
+
+st.title("Noise schedule lab")
+st.caption("β_t per step, ᾱ_t = Π(1 − β), SNR = ᾱ/(1 − ᾱ), noise std √(1 − ᾱ). The paper's default "
+           "(linear-var, scale 0.1) barely moves the positive; cosine at scale 1 reaches real noise.")
+
+run_id = es.pick_run("lab_run", label="Run (its embeddings, denoiser settings and schedule A's defaults)")
+ctx = es.run_context(run_id) if run_id else None
+base = ctx.cfg if ctx else preset_config("paper")
+tuned = preset_config("tuned")
+DEFAULTS = {"a": base, "b": tuned if (base.schedule, base.noise_scale) != (tuned.schedule, tuned.noise_scale)
+            else preset_config("paper")}
+
+
+def schedule_inputs(col, tag: str) -> dict:
+    d = DEFAULTS[tag]
+    with col:
+        st.markdown(f"**Schedule {tag.upper()}**")
+        kind = st.selectbox("Family", SCHEDULES, index=SCHEDULES.index(d.schedule), key=f"lab_{tag}_kind")
+        steps = st.number_input("Steps T", 1, 1000, int(d.steps), key=f"lab_{tag}_steps")
+        scale = st.number_input("Noise scale", value=float(d.noise_scale), format="%.4g", key=f"lab_{tag}_scale")
+        bmin = st.number_input("β min", value=float(d.beta_min), format="%.2e", step=1e-5, key=f"lab_{tag}_bmin")
+        bmax = st.number_input("β max", value=float(d.beta_max), format="%.2e", step=1e-3, key=f"lab_{tag}_bmax")
+    return {"kind": kind, "steps": int(steps), "scale": float(scale), "beta_min": float(bmin), "beta_max": float(bmax)}
+
+
+col_a, col_b = st.columns(2)
+specs = {"A": schedule_inputs(col_a, "a"), "B": schedule_inputs(col_b, "b")}
+curves, valid = [], {}
+for label, spec, col in (("A", specs["A"], col_a), ("B", specs["B"], col_b)):
+    try:
+        curves.append(ex.schedule_curves(spec["kind"], spec["steps"], spec["scale"], spec["beta_min"],
+                                         spec["beta_max"], label))
+        valid[label] = spec
+    except ConfigError as exc:
+        col.error(f"Schedule {label}: {exc}")
+if curves:
+    data = pd.concat(curves, ignore_index=True)
+    st.plotly_chart(es.schedule_figure(data), key="lab_curves")
+    with st.expander("Numbers"):
+        st.dataframe(data, hide_index=True, key="lab_table")
+        st.download_button("Download curves (CSV)", es.csv_bytes(data), file_name="schedules.csv",
+                           mime="text/csv", key="lab_dl_curves")
+
+# --- refit only the denoiser ---------------------------------------------------------------------------
+st.divider()
+st.subheader("Refit the denoiser with a schedule")
+if ctx is None:
+    st.info("A finished run is needed for its embeddings: train one on the Train page (or the demo on Home).")
+    st.stop()
+if not valid:
+    st.stop()
+c_which, c_steps, c_go = st.columns([1, 2, 1], vertical_alignment="bottom")
+which = c_which.radio("Schedule", list(valid), key="lab_refit_which", horizontal=True)
+n_steps = c_steps.slider("Optimizer steps", 50, 2000, 300, step=50, key="lab_refit_steps")
+spec = valid[which]
+try:
+    cfg = ex.lab_config(ctx.cfg, spec["kind"], spec["steps"], spec["scale"], spec["beta_min"], spec["beta_max"])
+except ConfigError as exc:
+    st.error(str(exc))
+    st.stop()
+st.caption(f"Fresh denoiser (hidden {cfg.denoiser_hidden}, dropout {cfg.denoiser_dropout}, lr {cfg.denoiser_lr}, "
+           f"causal {cfg.causal}) on the frozen item embeddings of {run_id}; candidates at steps "
+           f"{cfg.hardness_steps()} denoised to {sorted({cfg.stop_for(s) for s in cfg.hardness_steps()})}"
+           f"{' (reverse chain from T: reference behaviour)' if cfg.reverse_from_T else ''}.")
+job: es.RefitJob | None = st.session_state.get("lab_refit_job")
+running = job is not None and job.active
+if c_go.button("Refit denoiser", key="lab_refit", type="primary", disabled=running):
+    job = es.RefitJob(cfg, int(n_steps), f"schedule {which}: {spec['kind']}, scale {spec['scale']:g}, T={spec['steps']}",
+                      run_id).start(ctx.data, ctx.user_emb, ctx.item_emb)
+    st.session_state["lab_refit_job"] = job
+    running = True
+
+if running:
+    @st.fragment(run_every=1.0)
+    def progress() -> None:
+        j: es.RefitJob = st.session_state["lab_refit_job"]
+        if not j.active:
+            st.rerun(scope="app")
+        if j.status == "queued":
+            st.progress(0.0, text="Waiting for other refits on this machine to finish…")
+            return
+        loss = "" if j.loss is None else f" · loss {j.loss:.4f}"
+        st.progress(j.fraction, text=f"Refitting ({j.label}): step {j.step}/{j.n_steps}{loss} · "
+                                     f"{time.time() - j.started:.0f} s")
+        if st.button("Stop", key="lab_refit_stop"):
+            j.stop_event.set()
+
+    progress()
+elif job is not None:
+    if job.status == "failed":
+        st.error(f"The refit failed: {job.error}")
+    else:
+        st.success(f"{job.label}: {len(job.loss_curve)} steps in {job.seconds:.1f} s "
+                   f"({'stopped early; ' if job.status == 'stopped' else ''}fixed evaluation-batch loss "
+                   f"{job.eval_before:.4f} → {job.eval_after:.4f}).")
+        report = job.report.assign(denoiser="refit")
+        own = es.own_step_report(ctx) if job.run_id == run_id else None
+        if own is not None:
+            report = pd.concat([report, own.assign(denoiser="run's own")], ignore_index=True)
+        names = {"hardness_mean": "hardness (mean)", "cos_to_pos": "cosine to positive",
+                 "nn_dist": "1 − cos to nearest item", "fhn": "observed FHN", "fhn_true": "ground-truth FHN"}
+        cols = [c for c in names if c != "fhn_true" or report["fhn_true"].notna().any()]
+        long = report.rename(columns=names).melt(id_vars=["label", "denoiser"], value_vars=[names[c] for c in cols])
+        chart = px.bar(long, x="label", y="value", color="denoiser", barmode="group", facet_col="variable",
+                       facet_col_wrap=3, color_discrete_map={"refit": sup.SYNTH_COLOR, "run's own": sup.OKABE_ITO["grey"]},
+                       labels={"label": "step"})
+        chart.update_yaxes(matches=None, showticklabels=True, title_text="")
+        chart.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+        chart.update_layout(height=520)
+        st.plotly_chart(chart, key="lab_refit_chart")
+        st.dataframe(report, hide_index=True, key="lab_refit_table")
+        st.caption(f"Uniform sampling would give an FHN rate of {report['uniform_rate'].iloc[0]:.4f} on this probe.")
+        loss = pd.DataFrame({"step": range(1, len(job.loss_curve) + 1), "loss": job.loss_curve})
+        st.plotly_chart(px.line(loss, x="step", y="loss", height=260), key="lab_refit_loss")
+        st.download_button("Download per-step report (CSV)", es.csv_bytes(report), file_name="refit_report.csv",
+                           mime="text/csv", key="lab_dl_report")
+
+# --- a full run with this schedule -------------------------------------------------------------------------
+st.divider()
+train_cfg = cfg.with_updates(sampler="cnsdiff", preset="custom")
+if sup.read_only():
+    st.caption("Read-only workshop mode: training is switched off.")
+elif st.button(f"Train CNSDiff with schedule {which}", key="lab_train",
+               help="Starts a full CNSDiff run in the background with the run's settings and this schedule."):
+    job_id = sup.job_manager().submit([train_cfg], title=f"schedule lab: {spec['kind']} ×{spec['scale']:g}", tag="lab")
+    sup.remember_job(job_id)
+    st.success("Training started in the background; follow it on the Train page. The run appears in the "
+               "sidebar when it is done.")
