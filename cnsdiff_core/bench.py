@@ -116,3 +116,55 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 2, device: str = "aut
             yield f"         where the time goes: {parts}; other {max(r['s_per_epoch'] - phase_total, 0):.3f}s"
             yield "         FLOP by part: " + ", ".join(f"{k} {v / 1e9:.2f}G" for k, v in r["flops"].items())
         yield f"CNSDiff / RNS time per epoch: {cns['s_per_epoch'] / rns['s_per_epoch']:.2f}x"
+
+
+def scale_one(n_users: int, n_items: int, per_user: int, sampler: str, device: str = "cpu") -> dict:
+    """One world size: generate, split (popularity), train one epoch after a warm-up epoch,
+    evaluate once. Meant to run in its own process so peak memory is this size's alone."""
+    from .data import WorldConfig, generate_world, world_dataset
+
+    t = time.perf_counter()
+    world = generate_world(WorldConfig(n_users=n_users, n_items=n_items, interactions_per_user=per_user, seed=0))
+    data = world_dataset(world, "popularity", seed=0)
+    del world
+    gen_s = time.perf_counter() - t
+    cfg = preset_config("tuned", sampler=sampler, dataset="synthetic", epochs=2, patience=0, device=device,
+                        eval_batch_users=256)
+    trainer = Trainer(cfg, data)
+    trainer.setup()
+    trainer._train_epoch(0, time.perf_counter())
+    t = time.perf_counter()
+    trainer._train_epoch(1, time.perf_counter())
+    epoch_s = time.perf_counter() - t
+    trainer.model.eval()
+    with torch.no_grad():
+        t = time.perf_counter()
+        ue, ie = trainer.model.propagate()
+        trainer._evaluate(data.test_ood, ue, ie)
+        eval_s = time.perf_counter() - t
+    return {"users": data.n_users, "items": data.n_items, "train": len(data.train), "sampler": sampler,
+            "generate_s": gen_s, "s_per_epoch": epoch_s, "eval_ood_s": eval_s, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_scale(sizes=(5_000, 10_000, 20_000), n_items: int = 100_000, per_user: int = 50,
+              samplers=("rns", "cnsdiff")) -> Iterator[str]:
+    """World sizes with 100k items and n_users * per_user logged interactions, each size and
+    sampler in a fresh process (peak memory per size)."""
+    import json
+    import subprocess
+    import sys
+
+    yield (f"synthetic worlds with {n_items} items, {per_user} logged interactions per user, popularity split; "
+           f"one process per row; CPU threads: {torch.get_num_threads()}")
+    yield "users  items   train_interactions  sampler   s/epoch  eval(OOD) s  peak RSS MB  (generation s)"
+    for n_users in sizes:
+        for sampler in samplers:
+            code = (f"import json, warnings; warnings.filterwarnings('ignore'); from cnsdiff_core.bench import scale_one; "
+                    f"print(json.dumps(scale_one({n_users}, {n_items}, {per_user}, {sampler!r})))")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            if out.returncode != 0:
+                yield f"{n_users} users, {sampler}: failed: {out.stderr.strip().splitlines()[-1:]}"
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            yield (f"{r['users']:5d}  {r['items']:6d}  {r['train']:18d}  {r['sampler']:8s}  {r['s_per_epoch']:7.1f}  "
+                   f"{r['eval_ood_s']:11.1f}  {r['peak_rss_mb']:11.0f}  ({r['generate_s']:.1f})")

@@ -19,6 +19,7 @@ import warnings
 from .config import PRESETS, SAMPLERS, ConfigError, parse_set_args, preset_config, setting_help
 
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+MAX_CONFIG_BYTES = 1024**2  # a config is a few kB; anything this large is not one
 
 
 def _progress_printer(prefix: str):
@@ -53,11 +54,23 @@ def _config_from_args(args, sampler: str):
 
         from .config import TrainConfig
 
+        path = Path(args.config)
         try:
-            text = Path(args.config).read_text()
+            if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file {args.config} is larger than {MAX_CONFIG_BYTES // 1024**2} MB; "
+                                  "pass a run's config.json.")
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {args.config} ({exc.strerror}); check the path.") from None
-        base = TrainConfig.from_json(text).to_dict()
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {args.config} is not UTF-8 text; pass a run's config.json.") from None
+        try:
+            base = TrainConfig.from_json(text).to_dict()
+        except ConfigError:
+            raise
+        except (ValueError, RecursionError) as exc:  # nesting or numbers beyond what json reads
+            raise ConfigError(f"config file {args.config} is not a usable config ({type(exc).__name__}); "
+                              "pass a run's config.json.") from None
         base.update(overrides)
         overrides = base
     overrides["sampler"] = sampler
@@ -143,9 +156,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    from .bench import run_bench, run_scale
 
-    for line in run_bench(datasets=args.datasets.split(","), epochs=args.epochs, device=args.device):
+    lines = (run_scale(sizes=[int(x) for x in args.scale.split(",")]) if args.scale else
+             run_bench(datasets=args.datasets.split(","), epochs=args.epochs, device=args.device))
+    for line in lines:
         print(line, flush=True)
     return 0
 
@@ -214,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--datasets", default="food,yelp2018")
     b.add_argument("--epochs", type=int, default=2)
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--scale", metavar="USERS,...", help="instead: synthetic worlds with 100k items and "
+                   "50 interactions per user for these user counts (e.g. 5000,10000,20000), on CPU")
     b.set_defaults(func=cmd_bench)
 
     w = sub.add_parser("precompute", help="precompute the workshop bundle")

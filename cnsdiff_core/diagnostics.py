@@ -49,10 +49,8 @@ def make_probe(data: Dataset, pool: NegativePool, n_triples: int, device, seed: 
     n_held = (held_mask & ~train_mask).sum(1)
     uniform = float(np.mean(n_held[row] / np.maximum(I - n_train[row], 1)))
     u_t = torch.as_tensor(users, device=device)
-    torch_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    rand_neg = pool.draw(u_t, 1)[:, 0]
-    torch.random.set_rng_state(torch_state)
+    gen = torch.Generator(device=device).manual_seed(seed)  # never touches the global RNG
+    rand_neg = pool.draw(u_t, 1, generator=gen)[:, 0]
     env_t = torch.as_tensor(env[pick] if env is not None else np.zeros(len(pick), np.int64), device=device)
     return Probe(u_t, torch.as_tensor(data.train[pick, 1], device=device), rand_neg, env_t,
                  torch.as_tensor(row, device=device), torch.as_tensor(train_mask, device=device),
@@ -83,6 +81,7 @@ def probe_diagnostics(samplers: dict[str, Sampler], probe: Probe, user_all: torc
     rows, raw = [], {}
 
     def summarize(name: str, step: int | None, vec: torch.Tensor, items: torch.Tensor | None) -> dict:
+        synthesized = items is None
         dist = torch.zeros(len(vec), device=vec.device)
         if items is None:
             items, dist = resolve_to_items(vec, items_e, train_rows)
@@ -102,6 +101,7 @@ def probe_diagnostics(samplers: dict[str, Sampler], probe: Probe, user_all: torc
             key = name if step is None else f"{name}@{step}"
             raw[key] = {"items": items.cpu().numpy(), "hardness": hard.cpu().numpy(),
                         "nn_dist": dist.cpu().numpy(), "fhn": fhn.cpu().numpy().astype(bool),
+                        "synthesized": np.array(synthesized),
                         "vec": vec.cpu().numpy().astype(np.float32)}
         return row
 

@@ -307,7 +307,7 @@ def negatives_frame(negatives: Mapping[str, Mapping[str, np.ndarray]], item_coor
         if key.startswith("_"):
             continue
         base, step = sampler_key(key)
-        synth = base in SYNTHESIZING
+        synth = bool(arr["synthesized"]) if "synthesized" in arr else base in SYNTHESIZING  # older runs lack the flag
         items = np.asarray(arr["items"], dtype=np.int64)
         xy = projection.transform(arr["vec"]) if synth else item_coords[items]
         df = pd.DataFrame({"layer": key, "sampler": base, "step": step, "synthesized": synth,

@@ -64,6 +64,8 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], train: np.ndarray
     disc = 1.0 / torch.log2(torch.arange(kmax, device=device, dtype=torch.float32) + 2)  # (K,)
     sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "hit", "rec_pop", "tail_share")}
     per_recall, per_ndcg = [], []
+    # bound the (C, I) score and truth blocks to ~32M entries whatever the catalogue size
+    batch_users = max(1, min(batch_users, 32_000_000 // max(n_items, 1)))
     for start in range(0, len(test_users), batch_users):
         users = test_users[start:start + batch_users]
         C = len(users)

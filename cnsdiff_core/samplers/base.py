@@ -30,28 +30,31 @@ class NegativePool:
         idx = torch.searchsorted(self.keys, k).clamp(max=max(len(self.keys) - 1, 0))
         return self.keys[idx] == k if len(self.keys) else torch.zeros_like(k, dtype=torch.bool)
 
-    def draw(self, users: torch.Tensor, m: int = 1, weighted: bool = False, max_rounds: int = 50) -> torch.Tensor:
-        """(B, m) items not in each user's training set (uniform, or popularity**power)."""
+    def draw(self, users: torch.Tensor, m: int = 1, weighted: bool = False, max_rounds: int = 50,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, m) items not in each user's training set (uniform, or popularity**power).
+
+        generator: a torch.Generator on the pool's device, to draw without touching the global RNG."""
         B = users.shape[0]
         uu = users.view(B, 1).expand(B, m)
-        items = self._raw(B * m, weighted).view(B, m)
+        items = self._raw(B * m, weighted, generator).view(B, m)
         # a few redraw rounds without a host sync (collisions are rare in sparse data) ...
         for _ in range(3):
             bad = self.is_positive(uu, items) & ~self.saturated[uu]
-            items = torch.where(bad, self._raw(B * m, weighted).view(B, m), items)
+            items = torch.where(bad, self._raw(B * m, weighted, generator).view(B, m), items)
         # ... then exact rejection for whatever still collides (dense users)
         for _ in range(max_rounds):
             bad = self.is_positive(uu, items) & ~self.saturated[uu]
             n_bad = int(bad.sum())
             if n_bad == 0:
                 break
-            items[bad] = self._raw(n_bad, weighted)
+            items[bad] = self._raw(n_bad, weighted, generator)
         return items
 
-    def _raw(self, n: int, weighted: bool) -> torch.Tensor:
+    def _raw(self, n: int, weighted: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         if weighted:
-            return torch.multinomial(self.pop_probs, n, replacement=True)
-        return torch.randint(0, self.n_items, (n,), device=self.device)
+            return torch.multinomial(self.pop_probs, n, replacement=True, generator=generator)
+        return torch.randint(0, self.n_items, (n,), device=self.device, generator=generator)
 
 
 @dataclass
