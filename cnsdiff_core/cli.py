@@ -2,7 +2,8 @@
 
   train       train one or several samplers, write runs to the run store
   resume      continue an interrupted run from its last checkpoint
-  list        list stored runs
+  runs, list  list stored runs
+  import      register a user's file or folder under a name (data directory $CNSDIFF_DATA)
   datasets    list datasets and where they come from
   experiment  every sampler x seeds on one dataset, one results table (docs/RESULTS.md)
   report      merge experiment CSVs into one table
@@ -22,25 +23,63 @@ warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
 MAX_CONFIG_BYTES = 1024**2  # a config is a few kB; anything this large is not one
 
 
-def _progress_printer(prefix: str):
-    state = {"last": 0.0}
+class _Progress:
+    """A tqdm bar on stderr over all batches of a run, plus one line per epoch above it."""
 
-    def cb(event: dict) -> None:
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.bar = prefix, None
+
+    def __call__(self, event: dict) -> None:
+        from tqdm import tqdm
+
         kind = event["type"]
-        now = time.time()
         if kind == "start":
-            print(f"{prefix} device: {event['device']}, {event['n_train']} training interactions", flush=True)
-        elif kind == "batch" and now - state["last"] > 2:
-            state["last"] = now
-            print(f"{prefix} epoch {event['epoch'] + 1} batch {event['batch']}/{event['n_batches']} "
-                  f"loss {event['loss']:.4f} ETA {event['eta_s']:.0f}s", flush=True)
+            tqdm.write(f"{self.prefix} device: {event['device']}, {event['n_train']} training interactions",
+                       file=sys.stderr)
+        elif kind == "batch":
+            total = event["n_batches"] * self._epochs
+            if self.bar is None:
+                self.bar = tqdm(total=total, desc=self.prefix, unit="batch", file=sys.stderr,
+                                dynamic_ncols=True, leave=False)
+            done = event["epoch"] * event["n_batches"] + event["batch"]
+            self.bar.update(max(done - self.bar.n, 0))
+            self.bar.set_postfix(epoch=event["epoch"] + 1, loss=f"{event['loss']:.4f}")
         elif kind == "epoch":
             r = event["record"]
-            print(f"{prefix} epoch {r['epoch']}: loss {r.get('loss', float('nan')):.4f} "
-                  f"valid R@20 {r.get('valid_recall@20', float('nan')):.4f} "
-                  f"OOD R@20 {r.get('ood_recall@20', float('nan')):.4f} ({r['train_seconds']:.2f}s)", flush=True)
+            tqdm.write(f"{self.prefix} epoch {r['epoch']}: loss {r.get('loss', float('nan')):.4f} "
+                       f"valid R@20 {r.get('valid_recall@20', float('nan')):.4f} "
+                       f"OOD R@20 {r.get('ood_recall@20', float('nan')):.4f} ({r['train_seconds']:.2f}s)",
+                       file=sys.stderr)
+        elif kind == "end" and self.bar is not None:
+            self.bar.close()
 
-    return cb
+    _epochs = 1
+
+    def for_epochs(self, epochs: int) -> "_Progress":
+        self._epochs = epochs
+        return self
+
+
+def run_summary(run_id: str, cfg, res, device: str) -> dict:
+    """The `--json` line: what a script needs from a finished run."""
+    import pandas as pd
+
+    metrics = {split: {f"{m}@{k}": res.metrics.get(f"{split}_{m}@{k}") for m in ("recall", "ndcg", "precision", "hit")
+                       for k in (10, 20)} for split in ("iid", "ood")}
+    diag = pd.DataFrame(res.diagnostics)
+    fhn = {}
+    if not diag.empty:
+        mine = diag[(diag["sampler"] == cfg.sampler) & (diag["step"] == -1)]
+        if not mine.empty:
+            last = mine.iloc[-1]
+            fhn = {"observed": float(last["fhn"]), "lift": float(last["fhn_lift"])}
+            if "fhn_true" in mine and pd.notna(last.get("fhn_true")):
+                fhn["true"] = float(last["fhn_true"])
+    train_s = [r.get("train_seconds", 0.0) for r in res.history]
+    return {"run_id": run_id, "dataset": cfg.dataset, "shift": cfg.shift, "sampler": cfg.sampler,
+            "preset": cfg.preset, "device": device, "status": res.status, "epochs_run": res.epochs_run,
+            "best_epoch": res.best_epoch, "seconds_per_epoch": sum(train_s) / max(len(train_s), 1),
+            "seconds": res.seconds, "metrics": metrics, "fhn": fhn}
 
 
 def _config_from_args(args, sampler: str):
@@ -78,7 +117,11 @@ def _config_from_args(args, sampler: str):
 
 
 def cmd_train(args) -> int:
+    import dataclasses
+    import json
+
     from .runs import RunStore, train_and_store
+    from .train import device_label, resolve_device
 
     store = RunStore(args.runs_dir) if args.runs_dir else RunStore()
     samplers = [s.strip() for s in args.sampler.split(",") if s.strip()]
@@ -87,10 +130,16 @@ def cmd_train(args) -> int:
 
     data = load_dataset(configs[0].dataset, configs[0].shift, seed=configs[0].data_seed)
     for note in data.notes:
-        print(f"note: {note}")
+        print(f"note: {note}", file=sys.stderr)
+    device = device_label(resolve_device(configs[0].device))
     for cfg in configs:
-        run_id, res = train_and_store(cfg, store, [_progress_printer(f"[{cfg.sampler}]")], data=data)
+        cfg = dataclasses.replace(cfg, shift=data.shift)
+        progress = _Progress(f"[{cfg.sampler}]").for_epochs(cfg.epochs)
+        run_id, res = train_and_store(cfg, store, [progress], data=data)
         m = res.metrics
+        if args.json:
+            print(json.dumps(run_summary(run_id, cfg, res, device)), flush=True)
+            continue
         print(f"run {run_id}: {res.status} ({res.message}); selected epoch {res.best_epoch}; "
               f"IID R@20 {m.get('iid_recall@20', float('nan')):.4f} NDCG@20 {m.get('iid_ndcg@20', float('nan')):.4f}; "
               f"OOD R@20 {m.get('ood_recall@20', float('nan')):.4f} NDCG@20 {m.get('ood_ndcg@20', float('nan')):.4f}; "
@@ -98,11 +147,24 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from .data.imports import import_dataset
+
+    info = import_dataset(args.path, args.name, force=args.force)
+    print(f"imported {info['name']} into {info['path']}: {info['users']} users, {info['items']} items; "
+          f"train {info['train']}, valid {info['valid']}, IID test {info['test_iid']}, OOD test {info['test_ood']} "
+          f"({info['shift']} shift)")
+    for note in info["notes"]:
+        print(f"note: {note}")
+    print(f"use it with --dataset {info['name']}")
+    return 0
+
+
 def cmd_resume(args) -> int:
     from .runs import RunStore, resume_run
 
     store = RunStore(args.runs_dir) if args.runs_dir else RunStore()
-    run_id, res = resume_run(args.run_id, store, [_progress_printer("[resume]")])
+    run_id, res = resume_run(args.run_id, store, [_Progress("[resume]")])
     print(f"run {run_id}: {res.status}; selected epoch {res.best_epoch}")
     return 0
 
@@ -122,11 +184,20 @@ def cmd_list(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .data import list_datasets
+    from .data import DataError, list_datasets, load_dataset
 
+    print("name\tkind\tusers\titems\tinteractions (train/valid/IID/OOD)\tshifts\tsource")
     for d in list_datasets():
-        where = "available" if d.get("available") else f"unavailable: {d.get('reason', '')}"
-        print(f"{d['name']}\t{d.get('kind', '')}\tshifts: {', '.join(d.get('shifts', []))}\t{where}")
+        counts = "-\t-\t-"
+        if d.get("available") and d["name"] != "synthetic":
+            try:
+                ds = load_dataset(d["name"])
+                counts = (f"{ds.n_users}\t{ds.n_items}\t{len(ds.train)}/{len(ds.valid)}/"
+                          f"{len(ds.test_iid)}/{len(ds.test_ood)}")
+            except DataError as exc:
+                counts = f"-\t-\tunreadable: {exc}"
+        where = d.get("path", d.get("description", "")) if d.get("available") else f"unavailable: {d.get('reason', '')}"
+        print(f"{d['name']}\t{d.get('kind', '')}\t{counts}\t{', '.join(d.get('shifts', []))}\t{where}")
     return 0
 
 
@@ -191,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--runs-dir", help="run store folder (default $CNSDIFF_RUNS or runs/)")
+    t.add_argument("--json", action="store_true", help="print one JSON summary line per run (last line)")
     t.add_argument("--help-settings", action="store_true", help="list every setting and exit")
     t.set_defaults(func=cmd_train)
 
@@ -199,9 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir")
     r.set_defaults(func=cmd_resume)
 
-    ls = sub.add_parser("list", help="list stored runs")
-    ls.add_argument("--runs-dir")
-    ls.set_defaults(func=cmd_list)
+    for name in ("runs", "list"):
+        ls = sub.add_parser(name, help="list stored runs")
+        ls.add_argument("--runs-dir")
+        ls.set_defaults(func=cmd_list)
+
+    im = sub.add_parser("import", help="register a file or folder of interactions under a name")
+    im.add_argument("path")
+    im.add_argument("--name", required=True)
+    im.add_argument("--force", action="store_true", help="replace an existing dataset of that name")
+    im.set_defaults(func=cmd_import)
 
     ds = sub.add_parser("datasets", help="list datasets")
     ds.set_defaults(func=cmd_datasets)

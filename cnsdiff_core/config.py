@@ -42,6 +42,8 @@ class TrainConfig:
     l2: float = 1e-4  # on layer-0 rows of the batch, not weight decay on propagated embeddings
     seed: int = 0
     device: str = "auto"
+    cpu_threads: int = 1  # intra-op threads on CPU; 1 avoids OpenMP spin-waits when the cores are
+    #   shared (7x faster demo on a loaded 2-core machine, docs/RESULTS.md); 0 = torch's default
 
     # --- evaluation and model selection -------------------------------------------------------
     eval_every: int = 1
@@ -122,7 +124,7 @@ class TrainConfig:
                      "dns_candidates", "mixgcf_candidates", "ahns_candidates", "denoiser_hidden",
                      "n_envs", "probe_triples", "eval_batch_users"):
             need(int(getattr(self, name)) >= 1, name, "it must be an integer >= 1")
-        for name in ("layers", "patience", "stop_step", "denoise_steps", "cl_negatives"):
+        for name in ("layers", "patience", "stop_step", "denoise_steps", "cl_negatives", "cpu_threads"):
             need(int(getattr(self, name)) >= 0, name, "it must be an integer >= 0")
         for name in ("lr", "denoiser_lr", "cl_temperature", "noise_scale"):
             need(0 < float(getattr(self, name)) < 1e6, name, "it must be a positive number")

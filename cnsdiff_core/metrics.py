@@ -19,6 +19,7 @@ class EvalResult:
     metrics: dict[str, float]  # e.g. recall@20, ndcg@10, rec_pop@20, tail_share@20, users
     users: np.ndarray  # (n,) evaluated users (those with >= 1 test item)
     per_user: dict[str, np.ndarray]  # recall@20 / ndcg@20 per evaluated user, for paired tests
+    top: np.ndarray | None = None  # (n, K) recommended items per evaluated user, when asked
 
 
 def _group(pairs: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +51,8 @@ def long_tail_items(popularity: np.ndarray, head_share: float = 0.2) -> np.ndarr
 @torch.no_grad()
 def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], train: np.ndarray, test: np.ndarray,
              n_users: int, n_items: int, device: torch.device | str = "cpu", ks=KS,
-             popularity: np.ndarray | None = None, batch_users: int = 1024) -> EvalResult:
+             popularity: np.ndarray | None = None, batch_users: int = 1024,
+             return_top: bool = False) -> EvalResult:
     """Rank all items for every user with a test item; score_fn(users (C,)) -> (C, I) scores."""
     device = torch.device(device)
     ks = tuple(sorted(ks))
@@ -63,7 +65,7 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], train: np.ndarray
     tail_t = torch.as_tensor(long_tail_items(pop), device=device)
     disc = 1.0 / torch.log2(torch.arange(kmax, device=device, dtype=torch.float32) + 2)  # (K,)
     sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "hit", "rec_pop", "tail_share")}
-    per_recall, per_ndcg = [], []
+    per_recall, per_ndcg, tops = [], [], []
     # bound the (C, I) score and truth blocks to ~32M entries whatever the catalogue size
     batch_users = max(1, min(batch_users, 32_000_000 // max(n_items, 1)))
     for start in range(0, len(test_users), batch_users):
@@ -73,6 +75,8 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], train: np.ndarray
         r, i = _rows(tr_ptr, tr_items, users)
         scores[torch.as_tensor(r, device=device), torch.as_tensor(i, device=device)] = float("-inf")
         top = torch.topk(scores, kmax, dim=1).indices  # (C, K)
+        if return_top:
+            tops.append(top.cpu().numpy())
         r, i = _rows(te_ptr, te_items, users)
         truth = torch.zeros(C, n_items, dtype=torch.bool, device=device)
         truth[torch.as_tensor(r, device=device), torch.as_tensor(i, device=device)] = True
@@ -101,7 +105,7 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], train: np.ndarray
     kk = ks[-1]
     per_user = {f"recall@{kk}": np.concatenate(per_recall) if per_recall else np.zeros(0),
                 f"ndcg@{kk}": np.concatenate(per_ndcg) if per_ndcg else np.zeros(0)}
-    return EvalResult(metrics, test_users, per_user)
+    return EvalResult(metrics, test_users, per_user, np.concatenate(tops) if tops else None)
 
 
 def embedding_scorer(user_e: torch.Tensor, item_e: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -101,6 +101,8 @@ class Trainer:
     def setup(self) -> None:
         cfg, data, dev = self.cfg, self.data, self.device
         seed_everything(cfg.seed)
+        if dev.type == "cpu" and cfg.cpu_threads > 0:
+            torch.set_num_threads(cfg.cpu_threads)  # process-wide, as torch has it
         if len(data.train) == 0:
             raise TrainingError(f"dataset {data.name!r} has no training interactions; pick another dataset or split.")
         self.model = LightGCN(data.n_users, data.n_items, cfg.dim, cfg.layers).to(dev)

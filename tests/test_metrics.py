@@ -62,3 +62,20 @@ def test_paired_test_detects_a_real_difference():
     assert out["wilcoxon_p"] < 1e-6 and out["mean_diff"] == pytest.approx(0.1)
     same = paired_test(a, a)
     assert same["wilcoxon_p"] == 1.0
+
+
+def test_training_items_are_never_recommended():
+    rng = np.random.default_rng(3)
+    n_users, n_items = 30, 25
+    train = np.unique(np.stack([rng.integers(0, n_users, 300), rng.integers(0, n_items, 300)], 1), axis=0)
+    test = np.stack([np.arange(n_users), rng.integers(0, n_items, n_users)], 1)
+    train_set = set(map(tuple, train.tolist()))
+    test = test[[tuple(p) not in train_set for p in test.tolist()]]
+    scores = np.zeros((n_users, n_items))
+    scores[train[:, 0], train[:, 1]] = 100.0  # training items score highest of all
+
+    res = evaluate(_fixed_scores(scores), train, test, n_users, n_items, ks=(10,), batch_users=7,
+                   return_top=True)
+    assert res.top.shape == (len(res.users), 10)
+    recommended = {(int(u), int(i)) for u, row in zip(res.users, res.top) for i in row}
+    assert not recommended & train_set

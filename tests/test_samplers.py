@@ -138,3 +138,21 @@ def test_causal_terms(toy, causal):
     assert ("causal" in parts) == (causal != "none")
     if causal != "none":
         assert parts["causal"] >= 0
+
+
+def test_denoiser_loss_falls_when_trained(toy):
+    from cnsdiff_core.diffusion import denoiser_loss
+
+    ctx, _ = _ctx(toy)
+    s = make_sampler("cnsdiff", preset_config("tuned", dim=16, denoiser_lr=0.01), torch.device("cpu"))
+    z0 = ctx.pos_e.detach()
+
+    def loss_now():
+        torch.manual_seed(123)
+        s.denoiser.eval()
+        return float(denoiser_loss(s.denoiser, s.sched, z0, s.weights)[0])
+
+    before = loss_now()
+    for _ in range(200):
+        s.update(ctx)
+    assert loss_now() < 0.7 * before

@@ -94,3 +94,10 @@ def test_batched_synthesis_equals_one_chain_per_step(reverse_from_T):
     for k, (s, r) in enumerate(zip(steps, stops)):
         want = reverse_chain(den, sched, sched.add_noise(z0, s, noise[k]), s, r, reverse_from_T=reverse_from_T)
         assert torch.allclose(got[:, k], want, atol=1e-5)
+
+
+def test_reverse_chain_from_step_zero_returns_its_input():
+    sched = NoiseSchedule.create("cosine", 20, 1.0).tensors()
+    den = Denoiser(8, 16, 64, 0.0).eval()
+    z = torch.randn(4, 8)
+    assert torch.equal(reverse_chain(den, sched, z, 0, 0), z)

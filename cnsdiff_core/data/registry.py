@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import SHIFTS, DataError, Dataset
-from .loaders import (KNOWN_SHIFTS, IdMap, _find, load_split_folder, read_interactions,
+from .loaders import (KNOWN_SHIFTS, IdMap, _find, clip, load_split_folder, read_interactions,
                       to_positives)
 from .splits import InteractionLog, split
 from .synthetic import WorldConfig, generate_world, load_world, world_dataset
@@ -57,7 +57,7 @@ def data_root_path(root=None) -> Path:
 
 def _check_shift(name: str, shift: str, allowed) -> None:
     if shift not in allowed:
-        raise DataError(f"Dataset {name!r} does not support shift {shift!r}; allowed: "
+        raise DataError(f"Dataset {clip(name, 80)!r} does not support shift {clip(shift)!r}; allowed: "
                         f"{', '.join(allowed)}.")
 
 
@@ -69,7 +69,7 @@ def parse_synthetic(spec: str) -> WorldConfig:
     if spec.startswith("{"):
         try:
             params = json.loads(spec)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise DataError(f"Synthetic parameters {spec[:60]!r} are not valid JSON; use "
                             f"key=value pairs or a JSON object.") from None
         if not isinstance(params, dict):
@@ -80,10 +80,14 @@ def parse_synthetic(spec: str) -> WorldConfig:
             if not part.strip():
                 continue
             if "=" not in part:
-                raise DataError(f"Synthetic parameter {part.strip()!r} lacks '='; write key=value "
+                raise DataError(f"Synthetic parameter {clip(part.strip())!r} lacks '='; write key=value "
                                 f"pairs such as confounding=0.8.")
             k, v = part.split("=", 1)
             params[k.strip()] = v.strip()
+    for k, v in params.items():  # WorldConfig's messages repeat keys and values: keep them short
+        if len(str(k)) > 40 or len(str(v)) > 40:
+            raise DataError(f"Synthetic parameter {clip(k)}={clip(v)} is too long; give a short "
+                            f"WorldConfig field name and a number.")
     return WorldConfig.from_dict(params)
 
 
@@ -125,7 +129,7 @@ def load_dataset(name: str, shift: str | None = None, seed: int = 0, data_root=N
         raise DataError("Dataset name is empty; pick sample, food, yelp2018, coat, kuairec, "
                         "synthetic:... or a path.")
     if shift is not None and shift not in SHIFTS:
-        raise DataError(f"Shift {shift!r} is unknown; use one of {', '.join(SHIFTS)}.")
+        raise DataError(f"Shift {clip(shift)!r} is unknown; use one of {', '.join(SHIFTS)}.")
     key = str(name).strip()
     low = key.lower()
     if low == "sample":
@@ -146,6 +150,13 @@ def load_dataset(name: str, shift: str | None = None, seed: int = 0, data_root=N
         ds = world_dataset(generate_world(cfg), shift or "exposure", seed=seed)
         ds.name = key if len(key) <= 80 else key[:77] + "..."
         return ds
+    from .imports import imported_path  # noqa: PLC0415 (imports.py imports this module)
+
+    stored = imported_path(key) if "/" not in key and "\\" not in key and key not in (".", "..") else None
+    if stored is not None:  # a dataset registered with `python -m cnsdiff_core import`
+        ds = load_dataset(str(stored), shift, seed)
+        ds.name = key
+        return ds
     path = Path(key).expanduser()
     if path.is_dir():
         if (path / "world.json").is_file():
@@ -158,7 +169,7 @@ def load_dataset(name: str, shift: str | None = None, seed: int = 0, data_root=N
         return ds
     if path.is_file():
         return _load_file(path, shift, seed)
-    raise DataError(f"Dataset {key!r} is neither a known name (sample, food, yelp2018, coat, kuairec, "
+    raise DataError(f"Dataset {clip(key, 120)!r} is neither a known name (sample, food, yelp2018, coat, kuairec, "
                     f"synthetic:...) nor an existing path; check the spelling.")
 
 
@@ -186,6 +197,18 @@ def list_datasets(data_root=None) -> list[dict]:
     out.append({"name": "synthetic", "kind": "generator", "shifts": list(SHIFTS),
                 "default_shift": "exposure", "available": True, "reason": "",
                 "has_ground_truth": True, "description": _DESCRIPTIONS["synthetic"]})
+    from .imports import data_dir, imported_names
+
+    for name in imported_names():
+        try:
+            info = json.loads((data_dir() / name / "import.json").read_text())
+        except (OSError, ValueError):
+            info = {}
+        out.append({"name": name, "kind": "imported", "shifts": [info.get("shift", "random")],
+                    "default_shift": info.get("shift", "random"), "available": bool(info),
+                    "reason": "" if info else "import.json is damaged; import it again with --force",
+                    "has_ground_truth": False, "description": f"imported from {info.get('source', '?')}",
+                    "path": str(data_dir() / name)})
     return out
 
 

@@ -1,0 +1,102 @@
+"""Imported datasets: a user's files registered under a name in the data directory.
+
+The data directory is env ``CNSDIFF_DATA`` or ``data/`` in the repository (git-ignored). An import
+copies the source (one file, or a folder's files) into ``<data dir>/<name>/`` together with an
+``import.json`` that records where it came from. The copy is validated by loading it first, written
+to a temporary folder and renamed into place, so a failed import leaves nothing behind; an existing
+name is never overwritten unless ``force`` is given (then the old copy is replaced atomically).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .dataset import DataError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+RESERVED = {"sample", "food", "yelp2018", "coat", "kuairec", "synthetic"}
+DATA_SUFFIXES = {".txt", ".csv", ".tsv", ".inter", ".dat", ".json", ".npz"}
+
+
+def data_dir() -> Path:
+    env = os.environ.get("CNSDIFF_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+
+
+def imported_names() -> list[str]:
+    root = data_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "import.json").is_file())
+
+
+def imported_path(name: str) -> Path | None:
+    """The stored copy of an imported dataset: its single file, or its folder."""
+    folder = data_dir() / name
+    meta = folder / "import.json"
+    if not meta.is_file():
+        return None
+    try:
+        info = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{meta} is damaged; import the dataset again with --force.") from None
+    return folder / info["file"] if info.get("file") else folder
+
+
+def import_dataset(source: str | Path, name: str, force: bool = False) -> dict:
+    """Validate and copy a file or folder into the data directory under `name`.
+
+    Returns a summary: name, path, shift, users, items, interactions per split, notes.
+    """
+    from .registry import load_dataset
+
+    if not NAME_RE.match(name or ""):
+        raise DataError(f"Dataset name {name!r} is not allowed; use 1-64 letters, digits, '-' or '_'.")
+    if name.lower() in RESERVED:
+        raise DataError(f"Dataset name {name!r} is reserved for a built-in dataset; pick another name.")
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise DataError(f"{src} does not exist; give the path of an interaction file or a split folder.")
+    target = data_dir() / name
+    if target.exists() and not force:
+        raise DataError(f"A dataset named {name!r} already exists in {data_dir()}; pick another name "
+                        f"or pass --force to replace it.")
+    ds = load_dataset(str(src))  # validation: raises one-sentence DataErrors
+    root = data_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    except OSError as exc:
+        raise DataError(f"cannot write to the data directory {root} ({exc.strerror}); set CNSDIFF_DATA "
+                        f"to a writable folder.") from None
+    try:
+        if src.is_file():
+            shutil.copy2(src, tmp / src.name)
+            file_name = src.name
+        else:
+            for p in src.iterdir():
+                if p.is_file() and p.suffix.lower() in DATA_SUFFIXES:
+                    shutil.copy2(p, tmp / p.name)
+            file_name = None
+        info = {"name": name, "source": str(src.resolve()), "file": file_name, "imported": time.time(),
+                "shift": ds.shift, "users": ds.n_users, "items": ds.n_items}
+        (tmp / "import.json").write_text(json.dumps(info, indent=2))
+        if target.exists():  # force: swap in the new copy, then drop the old one
+            old = root / f".{name}.old-{os.getpid()}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"could not copy {src} into {target} ({exc.strerror}); check free space and "
+                        f"permissions.") from None
+    return {"name": name, "path": str(target), "shift": ds.shift, "users": ds.n_users, "items": ds.n_items,
+            "train": len(ds.train), "valid": len(ds.valid), "test_iid": len(ds.test_iid),
+            "test_ood": len(ds.test_ood), "notes": ds.notes}

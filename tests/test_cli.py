@@ -1,0 +1,81 @@
+"""The command line end to end, in subprocesses, as a script would use it."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, env_extra=None, check=True):
+    env = {**os.environ, **(env_extra or {})}
+    out = subprocess.run([sys.executable, "-m", "cnsdiff_core", *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    if check:
+        assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+def test_train_json_summary_and_runs_listing(tmp_path):
+    env = {"CNSDIFF_RUNS": str(tmp_path / "runs")}
+    out = cli("train", "--dataset", "sample", "--shift", "popularity", "--sampler", "rns,cnsdiff",
+              "--preset", "demo", "--epochs", "2", "--json", env_extra=env)
+    lines = [json.loads(x) for x in out.stdout.strip().splitlines()]
+    assert [x["sampler"] for x in lines] == ["rns", "cnsdiff"]
+    last = lines[-1]
+    for key in ("run_id", "dataset", "shift", "sampler", "preset", "device", "epochs_run", "best_epoch",
+                "seconds_per_epoch", "metrics", "fhn"):
+        assert key in last
+    assert last["shift"] == "popularity" and last["epochs_run"] == 2
+    assert set(last["metrics"]) == {"iid", "ood"}
+    assert set(last["metrics"]["ood"]) == {f"{m}@{k}" for m in ("recall", "ndcg", "precision", "hit") for k in (10, 20)}
+    assert 0 <= last["fhn"]["observed"] <= 1 and "true" in last["fhn"]  # the sample world has ground truth
+    assert "batch" in out.stderr  # the progress bar goes to stderr
+    listed = cli("runs", env_extra=env).stdout
+    assert last["run_id"] in listed and lines[0]["run_id"] in listed
+
+
+def test_bad_input_is_one_sentence_not_a_traceback(tmp_path):
+    env = {"CNSDIFF_RUNS": str(tmp_path / "runs")}
+    for args, needle in [
+        (("train", "--dataset", "nope-not-here"), "neither a known name"),
+        (("train", "--set", "lr=abc"), "lr='abc' is not a valid float"),
+        (("train", "--dataset", "food", "--shift", "popularity"), "does not support shift"),
+        (("import", str(tmp_path / "missing.csv"), "--name", "x"), "does not exist"),
+    ]:
+        out = cli(*args, env_extra=env, check=False)
+        assert out.returncode == 2, out.stderr
+        assert needle in out.stderr and "Traceback" not in out.stderr
+        assert out.stderr.strip().count("\n") == 0  # one line
+
+
+def test_import_registers_a_dataset_and_never_overwrites(tmp_path):
+    env = {"CNSDIFF_DATA": str(tmp_path / "data"), "CNSDIFF_RUNS": str(tmp_path / "runs")}
+    src = ROOT / "sample_data" / "examples" / "ratings.csv"
+    out = cli("import", str(src), "--name", "mine", env_extra=env)
+    assert "imported mine" in out.stdout
+    stored = tmp_path / "data" / "mine"
+    assert (stored / "ratings.csv").read_bytes() == src.read_bytes()
+    again = cli("import", str(src), "--name", "mine", env_extra=env, check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert (stored / "ratings.csv").exists()
+    listing = cli("datasets", env_extra=env).stdout
+    assert any(line.startswith("mine\timported") for line in listing.splitlines())
+    trained = cli("train", "--dataset", "mine", "--sampler", "rns", "--preset", "demo", "--epochs", "1", "--json",
+                  env_extra=env)
+    assert json.loads(trained.stdout.strip().splitlines()[-1])["dataset"] == "mine"
+    forced = cli("import", str(ROOT / "sample_data" / "examples" / "ratings.inter"), "--name", "mine", "--force",
+                 env_extra=env)
+    assert "imported mine" in forced.stdout and (stored / "ratings.inter").exists()
+    assert not (stored / "ratings.csv").exists()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["mine"]  # no temporary leftovers
+
+
+def test_datasets_lists_counts():
+    out = cli("datasets").stdout.splitlines()
+    sample = next(line for line in out if line.startswith("sample\t"))
+    cols = sample.split("\t")
+    assert cols[2] == "600" and cols[3] == "800"
