@@ -29,6 +29,9 @@ from .dataset import SHIFTS, DataError, Dataset
 
 FORMATS = ("whitespace", "csv", "tsv", "inter")
 MAX_FILE_BYTES = 4 * 1024**3  # larger files are refused as absurd for an interactive app
+MAX_ID_CHARS = 256  # a longer user / item id is a wrong column or a corrupt file, not an id
+# Ids live in fixed-width numpy strings (every id padded to the longest): refuse id tables beyond this.
+MAX_ID_TABLE_BYTES = 512 * 1024**2
 
 _ALIASES = {
     "user": ("user", "user_id", "userid", "uid", "user_idx", "reviewer_id", "reviewerid", "u"),
@@ -45,6 +48,13 @@ _NOT_INTERACTIONS = {".json": "JSON", ".npz": "a NumPy archive", ".npy": "a NumP
                      ".pickle": "a pickle (never loaded)", ".pt": "a PyTorch file"}
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _NUM_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def clip(text, limit: int = 40) -> str:
+    """User-supplied text shown inside a one-line message: printable characters only, at most
+    `limit` of them (a header cell or a file name can hold anything)."""
+    out = "".join(ch if ch.isprintable() else "?" for ch in str(text)[: limit + 1])
+    return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
 # ----------------------------------------------------------------------------- ids
@@ -66,8 +76,15 @@ class IdMap:
 
     @classmethod
     def from_values(cls, values) -> "IdMap":
-        uniq = np.asarray(pd.unique(pd.Series(np.asarray(values, dtype=object)).astype(str)), dtype=str)
-        return cls(_stable_sort(uniq))
+        uniq = pd.unique(pd.Series(np.asarray(values, dtype=object)).astype(str))
+        longest = int(pd.Series(uniq, dtype=object).str.len().max()) if len(uniq) else 0
+        if longest > MAX_ID_CHARS:
+            raise DataError(f"An id has {longest:,} characters (at most {MAX_ID_CHARS} are allowed); "
+                            f"check that the user and item columns hold ids.")
+        if len(uniq) * max(longest, 1) * 4 > MAX_ID_TABLE_BYTES:
+            raise DataError(f"{len(uniq):,} distinct ids of up to {longest} characters are too many to "
+                            f"hold; shorten the ids (e.g. number them) or subsample the data.")
+        return cls(_stable_sort(np.asarray(uniq, dtype=str)))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -235,11 +252,11 @@ def _resolve(df: pd.DataFrame, name: str, fmt: str, want: dict, warnings: list[s
                     break
         if col is None:
             if key in ("user", "item"):
-                shown = ", ".join(map(str, df.columns[:8]))
-                raise DataError(f"{name} has no {key} column {configured!r} (columns: {shown}); "
+                shown = ", ".join(clip(c) for c in df.columns[:8])
+                raise DataError(f"{name} has no {key} column {clip(configured)!r} (columns: {shown}); "
                                 f"pass {key}_col= with the right name.")
             if configured != key:
-                raise DataError(f"{name} has no {key} column {configured!r}; check {key}_col=.")
+                raise DataError(f"{name} has no {key} column {clip(configured)!r}; check {key}_col=.")
             continue
         out[key] = df[col]
     return pd.DataFrame(out)
@@ -288,9 +305,9 @@ def read_interactions(path, fmt: str = "auto", user_col: str = "user", item_col:
     the format used. Raises `DataError` for unreadable input.
     """
     path = Path(path)
-    name = path.name
+    name = path.name if path.name.isprintable() and len(path.name) <= 120 else clip(path.name, 120)
     if fmt not in ("auto", *FORMATS):
-        raise DataError(f"Format {fmt!r} is unknown; use auto, {', '.join(FORMATS)}.")
+        raise DataError(f"Format {clip(fmt)!r} is unknown; use auto, {', '.join(FORMATS)}.")
     if int(max_rows) < 1:
         raise DataError(f"max_rows must be at least 1, got {max_rows}.")
     text = _decode(path)
@@ -335,6 +352,12 @@ def _finish(df: pd.DataFrame, name: str, fmt: str, offset: int, warnings: list[s
                         f"or a header with user and item columns.")
     out = pd.DataFrame({"user": df["user"].astype(str).str.strip().to_numpy(dtype=object),
                         "item": df["item"].astype(str).str.strip().to_numpy(dtype=object)})
+    for col in ("user", "item"):
+        lengths = out[col].str.len().to_numpy()
+        if len(lengths) and lengths.max() > MAX_ID_CHARS:
+            j = int(np.argmax(lengths))
+            raise DataError(f"{name} line {line_no[j]}: the {col} id has {int(lengths[j]):,} characters "
+                            f"(at most {MAX_ID_CHARS}); check that this column holds ids.")
     if "rating" in df:
         raw = df["rating"]
         vals = pd.to_numeric(raw, errors="coerce")
@@ -480,7 +503,7 @@ def _declared_shift(folder: Path, key: str, notes: list[str]) -> str:
                      f"{', '.join(SHIFTS)} to label it.")
         return "random"
     if declared not in SHIFTS:
-        raise DataError(f"{folder.name}/{where} declares shift {declared!r}; use one of "
+        raise DataError(f"{folder.name}/{where} declares shift {clip(declared)!r}; use one of "
                         f"{', '.join(SHIFTS)}.")
     return declared
 
@@ -507,7 +530,7 @@ def _item_titles(folder: Path, items: IdMap, notes: list[str]) -> np.ndarray | N
             tcol = next((lower[a] for a in ("title", "name", "label") if a in lower), None)
             if icol is None or tcol is None:
                 raise DataError(f"{fname} needs columns 'item' and 'title' (found: "
-                                f"{', '.join(meta.columns[:6])}); rename them.")
+                                f"{', '.join(clip(c) for c in meta.columns[:6])}); rename them.")
             idx = items.encode(meta[icol].str.strip())
             titles = np.full(len(items), "", dtype=object)
             ok = idx >= 0
