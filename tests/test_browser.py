@@ -1,7 +1,12 @@
 """The real app in a real browser: `streamlit run app.py` as a subprocess, headless Chromium via
-Selenium. Every page loads without an exception box, and the one-click demo on Home trains in the
-background and shows its result. Screenshots go to test-artifacts/screenshots/; a few are copied
-to docs/screenshots/ when missing there or with CNSDIFF_UPDATE_SCREENSHOTS=1."""
+Selenium. Every page loads without an exception box; the one-click demo on Home trains in the
+background and shows its result; then every page is opened again on the demo's CNSDiff run, with
+data, and the Denoising map's ▶ Play animates it in the browser.
+
+Screenshots go to test-artifacts/screenshots/ on every run. The pictures of every page with data
+(DOC_PICTURES, listed in docs/SCREENS.md) are copied to docs/screenshots/ when missing there or
+with CNSDIFF_UPDATE_SCREENSHOTS=1."""
+import json
 import os
 import shutil
 import signal
@@ -22,6 +27,18 @@ PAGES = [("", "CNSDiff explorer", "home"), ("data", "Data & shift", "data"),
          ("training", "Train", "train"), ("compare", "Compare runs", "compare")]
 EXPLORE = [("pages/5_denoising.py", "diffusion"), ("pages/6_negatives_map.py", "negatives"),
            ("pages/7_fhn_hardness.py", "fhn"), ("pages/8_schedule_lab.py", "schedules")]
+# Every page with the demo's runs, as a person sees it (docs/SCREENS.md describes each picture).
+DOC_PICTURES = ["home-demo-result.png", "page-data.png", "page-train.png", "compare-after-demo.png",
+                "page-denoising.png", "page-negatives-map.png", "page-fhn-hardness.png",
+                "page-schedule-lab.png"]
+# The explore pages with data: (url, title, picture, least number of charts drawn). The explore
+# pages come last and Denoising before Negatives map: their first visit starts the server's
+# background UMAP fit, which takes a core for minutes on a small machine.
+WITH_DATA = [("data", "Data & shift", "page-data.png", 1), ("training", "Train", "page-train.png", 0),
+             ("fhn", "FHN & hardness", "page-fhn-hardness.png", 1),
+             ("schedules", "Noise schedule lab", "page-schedule-lab.png", 1),
+             ("diffusion", "Denoising", "page-denoising.png", 1),
+             ("negatives", "Negatives map", "page-negatives-map.png", 1)]
 
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
                                 reason="needs Debian's chromium and chromium-driver (scripts/setup.sh --with-browser)")
@@ -82,7 +99,7 @@ def browser():
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1400,1000"):
+                "--disable-dev-shm-usage", "--window-size=1400,900"):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
@@ -101,23 +118,70 @@ def _wait_for_text(driver, text: str, timeout: float) -> None:
         EC.presence_of_element_located((By.XPATH, f"//*[contains(normalize-space(text()), {text!r})]")))
 
 
+def _texts(driver, selector: str) -> list[str]:
+    """The text of every element matching `selector`, read in one script call: elements that
+    Streamlit replaces while the page reruns cannot go stale between finding and reading them."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText || e.textContent || '');",
+        selector)
+
+
 def _settle(driver, timeout: float = 30) -> None:
     """Wait until the script run finished (the status widget says nothing is running)."""
-    from selenium.webdriver.common.by import By
-
     end = time.time() + timeout
     time.sleep(1.0)
     while time.time() < end:
-        running = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
-        if not any("Running" in (e.text or "") for e in running):
+        if not any("Running" in t for t in _texts(driver, '[data-testid="stStatusWidget"]')):
             return
         time.sleep(0.5)
 
 
 def _exceptions(driver) -> list[str]:
-    from selenium.webdriver.common.by import By
+    return _texts(driver, '[data-testid="stException"]')
 
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')]
+
+def _problems(driver) -> list[str]:
+    """Exception boxes, st.error boxes and dialogs (such as Streamlit's "Page not found")."""
+    return _texts(driver, '[data-testid="stException"], [data-testid="stAlertContentError"], '
+                          '[data-testid="stDialog"], [role="dialog"]')
+
+
+# Plotly charts that are drawn (not hidden in a collapsed expander), and spinners still showing.
+_DRAWN = """return [...document.querySelectorAll('.js-plotly-plot')].filter(
+    g => g._fullLayout && g.querySelector('.main-svg') && g.getBoundingClientRect().height > 0).length;"""
+_SPINNING = """return document.querySelectorAll('[data-testid="stSpinner"]').length;"""
+
+
+def _drawn(driver, charts: int, timeout: float) -> None:
+    """Wait until the script run is over, no spinner shows and at least `charts` charts are drawn."""
+    end = time.time() + timeout
+    while True:
+        _settle(driver, max(end - time.time(), 1))
+        if driver.execute_script(_DRAWN) >= charts and not driver.execute_script(_SPINNING):
+            break
+        assert time.time() < end, (driver.current_url, driver.execute_script(_DRAWN), "charts drawn")
+        time.sleep(0.5)
+    time.sleep(0.7)  # let the last chart paint
+
+
+def _show_first_chart(driver) -> None:
+    """Scroll so that the first drawn chart is whole in the window, as much of the page above it
+    as fits (nothing when the page has no chart)."""
+    driver.execute_script("""
+        const g = [...document.querySelectorAll('.js-plotly-plot')].find(
+            g => g._fullLayout && g.getBoundingClientRect().height > 0);
+        if (g) (g.closest('[data-testid="stPlotlyChart"]') || g).scrollIntoView({block: 'end'});""")
+    time.sleep(0.5)
+
+
+def _publish(names: list[str]) -> None:
+    """docs/screenshots/ is committed: refresh it only when asked (or when a picture is missing),
+    so that running the tests does not leave binary diffs behind."""
+    DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+    refresh = os.environ.get("CNSDIFF_UPDATE_SCREENSHOTS") == "1"
+    for name in names:
+        if (SHOTS / name).exists() and (refresh or not (DOC_SHOTS / name).exists()):
+            shutil.copy(SHOTS / name, DOC_SHOTS / name)
 
 
 def test_every_page_loads_without_an_exception(server, browser):
@@ -128,8 +192,8 @@ def test_every_page_loads_without_an_exception(server, browser):
         if title:
             _wait_for_text(browser, title, 60)
         _settle(browser)
-        browser.save_screenshot(str(SHOTS / f"page-{shot}.png"))
-        assert not _exceptions(browser), (url, _exceptions(browser))
+        browser.save_screenshot(str(SHOTS / f"empty-{shot}.png"))  # no runs yet
+        assert not _problems(browser), (url, _problems(browser))
     # the global choices are in the URL
     assert "dataset=sample" in browser.current_url and "shift=exposure" in browser.current_url
 
@@ -151,7 +215,7 @@ def test_demo_trains_in_the_background_and_shows_the_result(server, browser):
     time.sleep(0.5)
     browser.save_screenshot(str(SHOTS / "home-demo-result.png"))
     assert not _exceptions(browser), _exceptions(browser)
-    labels = [e.text for e in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricLabel"]')]
+    labels = _texts(browser, '[data-testid="stMetricLabel"]')
     assert any("CNSDiff" in t and "OOD Recall@20" in t for t in labels), labels
     assert any("RNS" in t and "OOD Recall@20" in t for t in labels), labels
     assert browser.find_elements(By.XPATH, "//a[.//*[contains(text(), 'Compare runs')]]")
@@ -162,13 +226,83 @@ def test_demo_trains_in_the_background_and_shows_the_result(server, browser):
     assert "run=" in browser.current_url
     browser.get(f"{base}/compare?{browser.current_url.split('?', 1)[1]}")
     _wait_for_text(browser, "Metrics side by side", 60)
-    _settle(browser)
+    _drawn(browser, 1, 60)
+    _show_first_chart(browser)
     browser.save_screenshot(str(SHOTS / "compare-after-demo.png"))
-    assert not _exceptions(browser), _exceptions(browser)
-    # docs/screenshots/ is committed: refresh it only when asked (or when a picture is missing),
-    # so that running the tests does not leave binary diffs behind.
-    DOC_SHOTS.mkdir(parents=True, exist_ok=True)
-    refresh = os.environ.get("CNSDIFF_UPDATE_SCREENSHOTS") == "1"
-    for name in ("home-demo-result.png", "compare-after-demo.png", "page-data.png", "page-train.png"):
-        if (SHOTS / name).exists() and (refresh or not (DOC_SHOTS / name).exists()):
-            shutil.copy(SHOTS / name, DOC_SHOTS / name)
+    assert not _problems(browser), _problems(browser)
+    _publish(["home-demo-result.png", "compare-after-demo.png"])
+
+
+# --- every page with the demo's runs ------------------------------------------------------------------
+_PLOT = """const g = [...document.querySelectorAll('.js-plotly-plot')].find(
+    g => g._fullLayout && (g._fullLayout.updatemenus || []).length && (g._fullLayout.sliders || []).length);"""
+# The animation's state as the browser has it: the slider's active step, its label, the number of
+# frames, and the text of the last trajectory head (the longest chain: it moves until the last frame).
+_FRAME = _PLOT + """
+if (!g) return null;
+const label = g.querySelector('.slider-container .slider-label');
+const head = g.data[g.data.length - 1];
+return {active: g._fullLayout.sliders[0].active, label: label ? label.textContent : null,
+        frames: (g._transitionData._frames || []).length, head: String((head.text || [''])[0])};"""
+
+
+def _press_play(driver) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    for attempt in range(2):  # a rerun of the page may redraw the chart under the pointer: once more
+        try:
+            plot = driver.execute_script(_PLOT + "return g;")
+            buttons = plot.find_elements(By.CSS_SELECTOR, "g.updatemenu-button")
+            play = [b for b in buttons if "Play" in (b.get_attribute("textContent") or "")]
+            assert play, [b.get_attribute("textContent") for b in buttons]
+            play[0].click()
+            return
+        except StaleElementReferenceException:
+            if attempt:
+                raise
+            time.sleep(1)
+
+
+def test_every_page_with_the_demo_runs_and_the_denoising_animation_plays(server, browser):
+    base, runs = server
+    cns = [p.name for p in sorted(Path(runs).iterdir()) if (p / "config.json").is_file()
+           and json.loads((p / "config.json").read_text()).get("sampler") == "cnsdiff"]
+    if not cns:
+        pytest.skip("needs the demo's CNSDiff run (trained by the test above)")
+    query = f"run={cns[0]}"
+    written = {u for u, *_ in PAGES} | {u for path, u in EXPLORE if (ROOT / path).is_file()}
+    pages = [p for p in WITH_DATA if p[0] in written]
+    for url, title, picture, charts in pages:
+        started = time.time()
+        browser.get(f"{base}/{url}?{query}")
+        _wait_for_text(browser, title, 60)
+        _drawn(browser, charts, 120)
+        assert not _problems(browser), (url, _problems(browser))
+        assert f"run={cns[0]}" in browser.current_url, browser.current_url  # the demo's CNSDiff run
+        if url == "diffusion":
+            _show_first_chart(browser)
+            before = browser.execute_script(_FRAME)
+            assert before and before["frames"] > 2 and before["active"] == before["frames"] - 1, before
+            _press_play(browser)
+            seen, end = [before], time.time() + 6
+            while time.time() < end and len({(f["active"], f["head"]) for f in seen}) < 3:
+                time.sleep(0.25)
+                seen += [f for f in [browser.execute_script(_FRAME)] if f]
+            moved = [f for f in seen if f["active"] != before["active"]]
+            assert moved, seen  # ▶ Play moved the slider within a few seconds ...
+            assert len({f["head"] for f in seen}) >= 2, seen  # ... and the trajectory heads with it
+            assert any(f["label"] and f["label"] != before["label"] for f in moved), seen
+            # the picture: the whole trajectory, once the animation is back at the last frame
+            end = time.time() + 3 + 0.6 * before["frames"]
+            while time.time() < end and (browser.execute_script(_FRAME) or {}).get("active") != before["frames"] - 1:
+                time.sleep(0.3)
+            time.sleep(0.5)
+            assert not _problems(browser), (url, _problems(browser))
+        else:
+            _show_first_chart(browser)
+        browser.save_screenshot(str(SHOTS / picture))
+        print(f"{url}: {time.time() - started:.0f} s")
+    _publish([p[2] for p in pages])
+    if len(pages) == len(WITH_DATA):  # every page is written: the documented set is complete
+        assert not [n for n in DOC_PICTURES if not (SHOTS / n).exists()]

@@ -1,5 +1,8 @@
 """AppTest per explore page (Denoising, Negatives map, FHN & hardness, Noise schedule lab) over
-tiny runs trained into a temporary run store."""
+tiny runs trained into a temporary run store, including the Plotly figure specs the pages send
+(animation frames of the denoising map, overlay layers and distance-sized markers of the map)."""
+import base64
+import json
 import os
 import time
 from pathlib import Path
@@ -55,6 +58,21 @@ def texts(elements) -> str:
     return " | ".join(str(e.value) for e in elements)
 
 
+def chart_spec(at: AppTest, key: str) -> dict:
+    """The Plotly figure JSON ({data, layout, frames}) that the page sent for st.plotly_chart(key=...)."""
+    charts = {c.key: c for c in at.get("plotly_chart")}
+    assert key in charts, sorted(k for k in charts if k)
+    return json.loads(charts[key].proto.spec)
+
+
+def arr(value) -> np.ndarray:
+    """A data array of a figure spec: a list, or plotly's typed-array encoding {dtype, bdata[, shape]}."""
+    if isinstance(value, dict) and "bdata" in value:
+        out = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        return out.reshape(value["shape"]) if "shape" in value else out
+    return np.asarray(value)
+
+
 # --- Denoising -------------------------------------------------------------------------------------------
 def test_denoising_restores_user_item_and_step_from_the_url(store):
     run_id = store["ids"]["demo"]
@@ -68,7 +86,12 @@ def test_denoising_restores_user_item_and_step_from_the_url(store):
     no_exception(at)
     assert at.selectbox(key="den_user").value == uid and at.selectbox(key="den_item").value == iid
     assert at.slider(key="den_step").value == 3
-    assert r"z_{3} = \sqrt{\bar\alpha_{3}}" in at.latex[0].value  # frame 3 is a forward step
+    steps = at.radio(key="den_s").options  # the run's hardness steps, as "s = 2", ...
+    values = sorted(int(str(o).split("=")[-1]) for o in steps)
+    largest = values[-1]
+    at.radio(key="den_s").set_value(largest).run()  # frame 3 is a forward step of the longest chain
+    no_exception(at)
+    assert r"z_{3} = \sqrt{\bar\alpha_{3}}" in at.latex[0].value
     at.button(key="den_next").click().run()
     no_exception(at)
     assert at.slider(key="den_step").value == 4
@@ -77,10 +100,55 @@ def test_denoising_restores_user_item_and_step_from_the_url(store):
     no_exception(at)
     assert r"c_1\,\hat z_0 + c_2" in at.latex[0].value  # the last frame is a reverse update
     assert "Different steps give different candidates" in texts(at.caption)
-    at.radio(key="den_s").set_value(18).run()
+    at.radio(key="den_s").set_value(values[0]).run()
     no_exception(at)
     at.toggle(key="den_exclude").set_value(True).run()
     no_exception(at)
+
+
+def test_denoising_chart_animates_the_trajectories_on_the_client(store):
+    """The figure sent to the browser: items, the positive, a path and a head per hardness step s,
+    and one Plotly frame per slider position that redraws only the trajectory traces."""
+    at = app("5_denoising.py", store["ids"]["demo"], den_umap=False)
+    at.run()
+    no_exception(at)
+    steps = sorted(int(str(o).split("=")[-1]) for o in at.radio(key="den_s").options)
+    n_frames, frame = int(at.slider(key="den_step").max) + 1, int(at.slider(key="den_step").value)
+    spec = chart_spec(at, "den_chart")
+    paths, heads = [f"s={s} path" for s in steps], [f"s={s} now" for s in steps]
+    assert [t["name"] for t in spec["data"]] == ["items", "positive z₀"] + paths + heads
+    assert len(arr(spec["data"][0]["x"])) == load_dataset(WORLD.format(c=0.5)).n_items
+    moving = list(range(2, 2 + 2 * len(steps)))
+
+    frames = spec["frames"]
+    assert [f["name"] for f in frames] == [str(k) for k in range(n_frames)]
+    lengths = [len(arr(t["x"])) for t in frames[-1]["data"][:len(steps)]]  # each chain's length
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1] == n_frames  # larger s, longer chain
+    for k, f in enumerate(frames):
+        assert f["traces"] == moving  # the item cloud is never re-sent
+        assert [t["name"] for t in f["data"]] == paths + heads
+        for j, length in enumerate(lengths):
+            px, py = arr(f["data"][j]["x"]), arr(f["data"][j]["y"])
+            hx, hy = arr(f["data"][len(steps) + j]["x"]), arr(f["data"][len(steps) + j]["y"])
+            assert len(px) == min(k + 1, length)  # the path grows one state per frame, then stops
+            assert np.allclose([px[-1], py[-1]], [hx[0], hy[0]])  # the head sits at the path's end
+    assert frames[0]["data"][0]["x"] != frames[-1]["data"][0]["x"]
+
+    menu = spec["layout"]["updatemenus"][0]
+    play = next(b for b in menu["buttons"] if "Play" in b["label"])
+    assert play["method"] == "animate" and play["args"][0] is None  # None = every frame in order
+    assert play["args"][1]["frame"]["duration"] > 0 and play["args"][1]["fromcurrent"]
+    assert any("Pause" in b["label"] and b["method"] == "animate" for b in menu["buttons"])
+    slider = spec["layout"]["sliders"][0]
+    assert [step["args"][0] for step in slider["steps"]] == [[str(k)] for k in range(n_frames)]
+    assert slider["active"] == frame == n_frames - 1  # the page opens on the final candidates
+    assert spec["data"][2:] == frames[frame]["data"]  # the static traces are that frame
+
+    at.slider(key="den_step").set_value(2).run()  # the page's frame slider redraws the static traces
+    no_exception(at)
+    moved = chart_spec(at, "den_chart")
+    assert moved["layout"]["sliders"][0]["active"] == 2
+    assert moved["data"][2:] == frames[2]["data"] and moved["frames"] == frames
 
 
 def test_denoising_shows_the_reference_near_constant_negative(store):
@@ -116,6 +184,55 @@ def test_negatives_map_renders_for_all_probe_users_and_one_user(store):
     no_exception(at)
     keys = {b.key for b in at.get("download_button")} if at.get("download_button") else set()
     assert not keys or {"map_dl_items", "map_dl_negatives"} <= keys
+
+
+def test_negatives_map_chart_has_a_layer_per_sampler_sized_by_distance_to_the_nearest_item(store):
+    import explore_support as es
+
+    at = app("6_negatives_map.py", store["ids"]["demo"], map_umap=False)
+    at.run()
+    no_exception(at)
+    layers = at.multiselect(key="map_layers").value
+    steps = sorted({int(x.split("@")[1]) for x in layers if "@" in x})
+    spec = chart_spec(at, "map_chart")
+    traces = {t["name"]: t for t in spec["data"]}
+    assert spec["data"][0]["name"] == "items"
+    assert len(arr(spec["data"][0]["x"])) == load_dataset(WORLD.format(c=0.5)).n_items
+    # one user is shown: their training positives and one overlay trace per sampler layer
+    assert "training positive" in traces and set(layers) <= set(traces)
+    synthesized = [x for x in layers if "@" in x or x in ex.SYNTHESIZING]
+    real = [x for x in layers if x not in synthesized]
+    assert {"mixgcf", "cnsdiff"} <= set(synthesized) and {"rns", "dns"} <= set(real)
+
+    # marker size = 6 + 22 * (1 - cos to the nearest non-training item) / the largest such distance
+    dist, size = {}, {}
+    for name in layers:
+        t = traces[name]
+        assert t["marker"]["symbol"] == es.layer_style(name, steps)[1]
+        size[name] = arr(t["marker"]["size"]).astype(float)
+        assert size[name].shape == arr(t["x"]).shape and len(size[name]) >= 1  # one size per point
+        marked = ["1−cos to nearest" in h for h in t["hovertext"]]
+        assert all(marked) if name in synthesized else not any(marked)
+        dist[name] = np.array([float(h.split("1−cos to nearest ")[1].split()[0]) if m else 0.0
+                               for h, m in zip(t["hovertext"], marked)])
+    d_max = max(d.max() for d in dist.values())
+    assert d_max > 0
+    for name in layers:
+        tol = 22 * 0.001 / d_max + 1e-3  # the hover text rounds both distances to 3 decimals
+        assert np.allclose(size[name], 6 + 22 * dist[name] / d_max, atol=tol), name
+    assert all(np.allclose(size[x], 6.0) for x in real)  # picked real items: distance 0
+    assert max(size[x].max() for x in synthesized) == pytest.approx(28.0, abs=1e-3)
+    assert traces["training positive"]["marker"]["size"] == 11  # positives keep a fixed size
+
+    at.toggle(key="map_size_nn").set_value(False).run()
+    no_exception(at)
+    flat = {t["name"]: t for t in chart_spec(at, "map_chart")["data"]}
+    assert all(flat[x]["marker"]["size"] == 8 for x in layers)  # no distance encoding: one size
+
+    at.multiselect(key="map_layers").set_value(["rns", "cnsdiff@" + str(steps[0])]).run()
+    no_exception(at)
+    names = [t["name"] for t in chart_spec(at, "map_chart")["data"]]
+    assert "rns" in names and f"cnsdiff@{steps[0]}" in names and "mixgcf" not in names
 
 
 def test_negatives_map_for_a_baseline_run(store):
