@@ -32,7 +32,7 @@ import streamlit as st
 
 from cnsdiff_core.config import PRESETS, TrainConfig, parse_set_args, preset_config
 from cnsdiff_core.data import SHIFTS, DataError, list_datasets, load_dataset, validate_files
-from cnsdiff_core.runs import Run, RunInfo, RunStore, default_root, resume_run, train_and_store
+from cnsdiff_core.runs import Run, RunInfo, RunStore, StoreError, default_root, resume_run, train_and_store
 
 REPO = Path(__file__).resolve().parent
 _log = logging.getLogger("cnsdiff.app")
@@ -84,8 +84,8 @@ def read_only() -> bool:
     return env in ("1", "true", "yes", "on") or "--read-only" in sys.argv[1:]
 
 
-READ_ONLY_TEXT = ("read-only workshop mode: browsing precomputed runs; training and import are "
-                  "switched off.")
+READ_ONLY_TEXT = ("read-only workshop mode: browsing precomputed runs; training, import and generating "
+                  "worlds are switched off.")
 
 
 def read_only_banner() -> None:
@@ -117,7 +117,7 @@ def list_runs() -> list[RunInfo]:
 def _status_mtime(run_id: str) -> float:
     try:
         return (store().path(run_id) / "status.json").stat().st_mtime
-    except OSError:
+    except (OSError, StoreError):  # gone, unreadable, or a folder name that is no run id
         return 0.0
 
 
@@ -145,9 +145,10 @@ def per_user(run_id: str) -> dict:
 def run_status_file(info: RunInfo) -> dict:
     """status.json of a run (device label, timing), {} when unreadable."""
     try:
-        return json.loads((info.path / "status.json").read_text())
+        data = json.loads((info.path / "status.json").read_text())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 # --- datasets -----------------------------------------------------------------------------------------
@@ -186,10 +187,24 @@ def dataset_shifts(name: str) -> tuple[list[str], str]:
     return [], ""
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def _bundle_datasets(root: str) -> list[str]:
+    from cnsdiff_core.bundle import read_manifest
+
+    manifest = read_manifest(root) or {}
+    return [str(d) for d in manifest.get("datasets", []) if isinstance(d, str)]
+
+
+def bundle_datasets() -> list[str]:
+    """Datasets of the workshop bundle in the run store (bundle.json), [] without one."""
+    return _bundle_datasets(str(runs_root()))
+
+
 def dataset_options() -> list[str]:
-    """Datasets offered in the sidebar: available named ones, then generated / imported ones."""
+    """Datasets offered in the sidebar: available named ones, the workshop bundle's, then
+    generated / imported ones."""
     names = [d["name"] for d in dataset_registry() if d["available"] and d["kind"] != "generator"]
-    for extra in st.session_state.get(KEY_EXTRA_DATASETS, []):
+    for extra in [*bundle_datasets(), *st.session_state.get(KEY_EXTRA_DATASETS, [])]:
         if extra not in names:
             names.append(extra)
     return names
@@ -264,6 +279,8 @@ def linkable_dataset(name: str) -> str:
     if name.lower().startswith("synthetic"):
         from cnsdiff_core.data import parse_synthetic
 
+        if read_only() and name not in bundle_datasets():
+            return "is not one of the precomputed datasets (generating worlds is off in read-only mode)"
         try:
             cfg = parse_synthetic(name.split(":", 1)[1] if ":" in name else "")
         except DataError as exc:
@@ -272,9 +289,12 @@ def linkable_dataset(name: str) -> str:
             return (f"is larger than the app generates ({APP_WORLD_LIMIT:,} users or items); "
                     "generate it with the command line")
         return ""
-    path = Path(name).expanduser().resolve()
+    try:
+        path = Path(name).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return "is not a dataset this app may open"
     roots = [*import_roots(), (runs_root() / ".uploads").resolve()]
-    if not any(path == r or path.is_relative_to(r) for r in roots) or not path.exists():
+    if not _inside(path, roots) or not path.exists() or (path.is_dir() and escaping_entry(path, roots)):
         return "is not a dataset this app may open"
     return ""
 
@@ -726,9 +746,10 @@ def _runs_frame(root: str, signature: tuple) -> pd.DataFrame:
 def _stored_shift(info: RunInfo) -> str:
     """The shift a run actually used (its config may say None = the dataset's default)."""
     try:
-        return json.loads((info.path / "dataset.json").read_text()).get("shift") or ""
+        data = json.loads((info.path / "dataset.json").read_text())
     except (OSError, ValueError):
         return ""
+    return str(data.get("shift") or "") if isinstance(data, dict) else ""
 
 
 def runs_frame() -> pd.DataFrame:
@@ -771,17 +792,49 @@ def import_roots() -> list[Path]:
     return [(REPO / "sample_data").resolve(), (REPO.parent / "shared" / "datasets").resolve()]
 
 
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def escaping_entry(folder: Path, roots: list[Path]) -> Path | None:
+    """The first entry of a folder that is a link resolving outside the roots (the loaders read a
+    folder's files by name, so a link there would read elsewhere), else None."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            target = entry.resolve()
+        except (OSError, RuntimeError):  # a link loop
+            return entry
+        if not _inside(target, roots):
+            return entry
+    return None
+
+
 def allowed_import_path(text: str) -> Path:
-    """Resolve a local path typed by the user; DataError unless it exists under an import root."""
+    """Resolve a local path typed by the user; DataError unless it exists under an import root.
+    `..` and links are resolved first, and a folder may not hold links that lead outside."""
     if not text.strip():
         raise DataError("Type a file or folder path first.")
-    path = Path(text.strip()).expanduser().resolve()
+    if "\x00" in text:
+        raise DataError("The path contains a NUL character; type a plain path.")
+    try:
+        path = Path(text.strip()).expanduser().resolve()
+    except (OSError, RuntimeError):
+        raise DataError("The path cannot be resolved (a link loop?); type another path.") from None
     roots = import_roots()
-    if not any(path == r or path.is_relative_to(r) for r in roots):
+    if not _inside(path, roots):
         raise DataError(f"{path} is outside the folders this app may read ({', '.join(map(str, roots))}); "
                         "copy the data there or set CNSDIFF_IMPORT_ROOTS.")
     if not path.exists():
         raise DataError(f"{path} does not exist; check the spelling.")
+    if path.is_dir():
+        bad = escaping_entry(path, roots)
+        if bad is not None:
+            raise DataError(f"{bad.name} in {path} links outside the folders this app may read; copy "
+                            "the file there instead of linking it.")
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from plotly.subplots import make_subplots
 
 import app_support as sup
 from cnsdiff_core import explore as ex
+from cnsdiff_core.bundle import StoredProjection, load_projection
 from cnsdiff_core.config import ConfigError, TrainConfig
 from cnsdiff_core.data import DataError
 from cnsdiff_core.projection import EmbeddingProjection, warm_umap
@@ -206,21 +208,25 @@ def denoiser(ctx: RunContext):
 # --- 2-D maps: PCA at once, UMAP in a background thread ------------------------------------------------
 class MapJob:
     """The maps of one run's items, shared by every session: PCA fitted at once, UMAP (cosine)
-    fitted in a daemon thread after `warm_umap()` (numba compile, once per process)."""
+    fitted in a daemon thread after `warm_umap()` (numba compile, once per process). Maps stored
+    in the run folder by `python -m cnsdiff_core precompute` are loaded instead of fitted."""
 
-    def __init__(self, item_emb: np.ndarray) -> None:
+    def __init__(self, item_emb: np.ndarray, run_path: Path | None = None) -> None:
         self.item_emb = item_emb
-        self.pca = ex.fit_item_map(item_emb, "pca")
-        self.umap: EmbeddingProjection | None = None
+        stored_pca = load_projection(run_path, "pca", item_emb) if run_path is not None else None
+        self.pca = stored_pca or ex.fit_item_map(item_emb, "pca")
+        self.umap: EmbeddingProjection | StoredProjection | None = (
+            load_projection(run_path, "umap", item_emb) if run_path is not None else None)
+        self.precomputed = self.umap is not None  # the bundle's UMAP: ready at once, nothing to fit
         self.error: str | None = None
         self.started: float | None = None
-        self.seconds: float | None = None
+        self.seconds: float | None = 0.0 if self.precomputed else None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def start_umap(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._thread is not None or self.umap is not None:
                 return
             self.started = time.time()
             self._thread = threading.Thread(target=self._fit_umap, name="cnsdiff-umap", daemon=True)
@@ -255,7 +261,7 @@ class MapJob:
 
 @st.cache_resource(show_spinner="Fitting the PCA map…", max_entries=8)
 def _map_job(root: str, run_id: str, mtime: float) -> MapJob:
-    return MapJob(_embeddings(root, run_id, mtime)[1])
+    return MapJob(_embeddings(root, run_id, mtime)[1], Path(root) / run_id)
 
 
 def map_job(run_id: str) -> MapJob:
@@ -281,6 +287,10 @@ def map_method_picker(job: MapJob, key: str, auto_key: str) -> str:
             _umap_poll(job)
         elif job.status == "failed":
             st.caption(f"UMAP failed ({job.error}); PCA is shown.")
+        elif job.status == "ready" and job.precomputed:
+            st.caption("UMAP precomputed with the workshop bundle: the run's stored negatives sit at their "
+                       "exact UMAP transform; other vectors (trajectories) at the weighted mean of their "
+                       f"{job.umap.n_neighbors} nearest items.")
         elif job.status == "ready":
             st.caption(f"UMAP ready (fitted in {job.seconds:.0f} s); synthesized points use its transform.")
     return method

@@ -240,7 +240,7 @@ def cmd_precompute(args) -> int:
     from .bundle import precompute_bundle
 
     for line in precompute_bundle(args.bundle, runs_dir=args.runs_dir, epochs=args.epochs,
-                                  real_dataset=args.real_dataset):
+                                  real_dataset=args.real_dataset, workers=args.workers, threads=args.threads):
         print(line, flush=True)
     return 0
 
@@ -314,9 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("precompute", help="precompute the workshop bundle")
     w.add_argument("--bundle", default="workshop")
-    w.add_argument("--runs-dir")
+    w.add_argument("--runs-dir", help="where to write the bundle (default $CNSDIFF_RUNS or runs/)")
     w.add_argument("--epochs", type=int)
     w.add_argument("--real-dataset", help="also train on this dataset (e.g. coat)")
+    w.add_argument("--workers", type=int, help="training processes at once (default: 1 with a GPU, else up to 2)")
+    w.add_argument("--threads", type=int, help="torch threads per worker (default: its share of the CPUs)")
     w.set_defaults(func=cmd_precompute)
     return p
 
@@ -335,11 +337,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DataError, StoreError, TrainingError) as exc:
+        _close_progress_bars()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("interrupted: the run folder keeps its last checkpoint; `resume` continues it.", file=sys.stderr)
         return 130
+
+
+def _close_progress_bars() -> None:
+    """Clear a progress bar left open by an error, so the error message starts its own line."""
+    tqdm_mod = sys.modules.get("tqdm")
+    if tqdm_mod is None:
+        return
+    for bar in list(getattr(tqdm_mod.tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - cosmetic only; the error message matters
+            pass
 
 
 if __name__ == "__main__":

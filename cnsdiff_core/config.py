@@ -180,6 +180,8 @@ class TrainConfig:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config is not valid JSON ({exc.msg} at line {exc.lineno}); fix the file.") from None
+        except (ValueError, RecursionError):  # 4,300+ digit integers, absurdly deep nesting
+            raise ConfigError("config JSON holds an absurd value or nesting; give plain setting: value pairs.") from None
         if not isinstance(data, dict):
             raise ConfigError("config JSON must be an object of setting: value pairs.")
         return cls.from_dict(data)

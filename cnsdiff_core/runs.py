@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -134,34 +135,62 @@ class RunStore:
         """Every run folder, newest first; damaged ones are listed with the reason, never raised."""
         if not self.root.is_dir():
             return []
+        try:
+            entries = list(self.root.iterdir())
+        except OSError as exc:
+            raise StoreError(f"cannot read the runs folder {self.root} ({exc.strerror or exc}); make it "
+                             f"readable or set {RUNS_ENV} to another folder.") from None
         out = []
-        for p in self.root.iterdir():
-            if p.is_dir() and not p.name.startswith("."):
+        for p in entries:
+            if not p.is_dir() or p.name.startswith("."):
+                continue
+            try:
                 out.append(self.info(p.name))
+            except StoreError:  # a folder name that is no run id (e.g. with a backslash): not a run
+                continue
         return sorted(out, key=lambda r: r.created, reverse=True)
 
     def info(self, run_id: str) -> RunInfo:
+        """A run's listing entry; a missing, truncated or unreadable file gives status 'damaged'
+        with the file named in the message (never an exception: one bad folder must not hide the
+        others)."""
         p = self.path(run_id)
+
+        def damaged(why: str) -> RunInfo:
+            return RunInfo(run_id, p, "damaged", why, {}, {}, _mtime(p))
+
+        config, why = _read_json_object(p / "config.json")
+        if why:
+            return damaged(why)
+        status, why = _read_json_object(p / "status.json")
+        if why:
+            return damaged(why)
         try:
-            config = json.loads((p / "config.json").read_text())
-            status = json.loads((p / "status.json").read_text())
-        except FileNotFoundError as exc:
-            return RunInfo(run_id, p, "damaged", f"missing {Path(exc.filename).name}", {}, {}, _mtime(p))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-            return RunInfo(run_id, p, "damaged", f"unreadable file ({exc.__class__.__name__})", {}, {}, _mtime(p))
-        state = status.get("status", "unknown")
-        if state == "running" and not _pid_alive(int(status.get("pid", -1))):
+            TrainConfig.from_dict(config)
+        except (ConfigError, TypeError, ValueError) as exc:
+            return damaged(f"config.json is invalid ({exc})")
+        state = str(status.get("status", "unknown"))
+        message = str(status.get("message", "") or "")
+        try:
+            pid = int(status.get("pid", -1))
+        except (TypeError, ValueError, OverflowError):
+            pid = -1
+        if state == "running" and not (pid > 0 and _pid_alive(pid)):
             state = "interrupted"
-        final = {}
+        final: dict = {}
         if (p / "final.json").exists():
-            try:
-                final = json.loads((p / "final.json").read_text())
-            except (json.JSONDecodeError, OSError):
-                state, status["message"] = "damaged", "final.json is truncated"
-        if state in ("finished", "stopped", "early-stopped") and not (p / "model.pt").exists():
-            state, status["message"] = "damaged", "model.pt is missing"
-        return RunInfo(run_id, p, state, status.get("message", ""), config, final,
-                       float(status.get("created", _mtime(p))))
+            final, why = _read_json_object(p / "final.json")
+            if why:
+                state, message, final = "damaged", why, {}
+        if state in ("finished", "stopped", "early-stopped"):
+            why = _missing_results(p, final)
+            if why:
+                state, message = "damaged", why
+        try:
+            created = float(status.get("created", _mtime(p)))
+        except (TypeError, ValueError, OverflowError):
+            created = _mtime(p)
+        return RunInfo(run_id, p, state, message, config, final, created if np.isfinite(created) else 0.0)
 
     def load(self, run_id: str) -> "Run":
         info = self.info(run_id)
@@ -190,7 +219,59 @@ class RunStore:
                                  f"{RUNS_ENV} to a writable folder.") from None
         else:
             raise StoreError(f"could not find a free run name in {self.root}; try again.")
-        return RunWriter(self.root / run_id, cfg, data_info or {})
+        try:
+            return RunWriter(self.root / run_id, cfg, data_info or {})
+        except StoreError:  # nothing written yet (disk full, read-only): leave no empty folder behind
+            shutil.rmtree(self.root / run_id, ignore_errors=True)
+            raise
+
+
+def _read_json_object(path: Path) -> tuple[dict, str]:
+    """(object, '') or ({}, why it cannot be used) for a small JSON file of a run."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}, f"{path.name} is missing"
+    except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+        return {}, f"{path.name} is truncated or not valid JSON"
+    except OSError as exc:
+        return {}, f"{path.name} cannot be read ({exc.strerror or exc})"
+    if not isinstance(obj, dict):
+        return {}, f"{path.name} is not a JSON object"
+    return obj, ""
+
+
+def _missing_results(p: Path, final: dict) -> str:
+    """'' when a finished run has its results, else which file is missing or truncated. Cheap:
+    existence, the zip directory of model.pt / embeddings.npz, the last byte of history.csv."""
+    import zipfile
+
+    if not final:
+        return "final.json is missing"
+    for name in ("model.pt", "embeddings.npz"):
+        f = p / name
+        if not f.is_file():
+            return f"{name} is missing"
+        try:
+            ok = zipfile.is_zipfile(f)
+        except OSError:
+            ok = False
+        if not ok:
+            return f"{name} is truncated or unreadable"
+    hist = p / "history.csv"
+    try:
+        with open(hist, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return "history.csv is empty"
+            fh.seek(size - 1)
+            if fh.read(1) != b"\n":
+                return "history.csv is truncated"
+    except FileNotFoundError:
+        return "history.csv is missing"
+    except OSError as exc:
+        return f"history.csv cannot be read ({exc.strerror or exc})"
+    return ""
 
 
 def _mtime(p: Path) -> float:
@@ -333,6 +414,16 @@ class RunWriter:
         self.status.update(status="failed", message=message)
         self._write_status()
 
+    def fail_quietly(self, exc: BaseException) -> None:
+        """Mark the run failed with the exception's message; never raises (the original error is
+        the one to report: when the disk is full, status.json cannot be written either)."""
+        ours = isinstance(exc, (ConfigError, ValueError, RuntimeError))  # the engine's one-sentence errors
+        message = str(exc) if ours and str(exc) else f"{type(exc).__name__}: {exc}"
+        try:
+            self.fail(message)
+        except (StoreError, OSError):
+            pass
+
 
 def train_and_store(cfg: TrainConfig, store: RunStore | None = None, callbacks: Iterable = (),
                     should_stop: Callable[[], bool] | None = None, data=None,
@@ -357,8 +448,8 @@ def train_and_store(cfg: TrainConfig, store: RunStore | None = None, callbacks: 
         on_created(writer.run_id)
     try:
         result = Trainer(cfg, data, [writer, *callbacks], should_stop).fit()
-    except (ConfigError, ValueError, RuntimeError) as exc:
-        writer.fail(str(exc))
+    except Exception as exc:  # any failure is recorded on the run, then raised as it was
+        writer.fail_quietly(exc)
         raise
     return writer.run_id, result
 
@@ -384,8 +475,8 @@ def resume_run(run_id: str, store: RunStore | None = None, callbacks: Iterable =
     best_record, best_state = _best_so_far(run, cfg)
     try:
         result = trainer.fit(resume_state=state, best_record=best_record, best_state=best_state)
-    except (ConfigError, ValueError, RuntimeError) as exc:
-        writer.fail(str(exc))
+    except Exception as exc:  # any failure is recorded on the run, then raised as it was
+        writer.fail_quietly(exc)
         raise
     return run_id, result
 

@@ -87,7 +87,9 @@ with st.expander("Generate a synthetic world (ground truth known)", expanded=nam
                         help="At least 400: each user needs enough relevant items for a 45-item log.")
     confounding = c3.slider("Confounding strength", 0.0, 1.0, 0.7, step=0.05, key="gen_confounding")
     seed = c4.number_input("Seed", 0, 10**6, 0, step=1, key="gen_seed")
-    if st.button("Generate", key="gen_button", type="primary"):
+    if sup.read_only():
+        st.info("Generating worlds is switched off in read-only workshop mode.")
+    if st.button("Generate", key="gen_button", type="primary", disabled=sup.read_only()):
         world = f"synthetic:n_users={n_users},n_items={n_items},confounding={confounding:g},seed={int(seed)}"
         try:
             with st.spinner("Generating the world…"):

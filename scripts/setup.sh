@@ -14,4 +14,6 @@ if [ "${1:-}" = "--with-browser" ] && ! { command -v chromium >/dev/null && comm
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }
+  # emoji glyphs for screenshots (the play/pause labels); cosmetic, so a failure is not fatal
+  $SUDO apt-get install -y -q fonts-noto-color-emoji >/dev/null 2>&1 || true
 fi

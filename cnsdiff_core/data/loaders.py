@@ -213,7 +213,10 @@ def _read_whitespace(text: str, name: str, max_rows: int, warnings: list[str]):
     df = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, names=cols, on_bad_lines="skip",
                      quoting=csv.QUOTE_NONE, nrows=max_rows + 2, **_READ_KW)
     n_lines = _line_count(text)
-    if len(df) != n_lines and len(df) <= max_rows:
+    # a first line with more than four fields makes pandas take the extra ones as an index: redo
+    # line by line as for any over-long line
+    implicit_index = not isinstance(df.index, pd.RangeIndex)
+    if (len(df) != n_lines or implicit_index) and len(df) <= max_rows:
         # some lines had more than four fields and were skipped: redo line by line for exact
         # line numbers (only happens for malformed files).
         rows, bad = [], []
@@ -286,6 +289,10 @@ def _read_table(text, name, fmt, sep, want, max_rows, warnings):
         else:
             df = pd.read_csv(io.StringIO(text), sep=sep, header=0, on_bad_lines="skip",
                              nrows=max_rows + 2, **kw)
+        if not isinstance(df.index, pd.RangeIndex):  # pandas made the surplus fields an index
+            names = ", ".join(clip(c, 20) for c in df.columns[:8])
+            raise DataError(f"{name}: the first row has more fields than the header names ({names}); "
+                            f"name every column in the header or remove the extra fields.")
         df = _resolve(df, name, fmt, want, warnings)
         offset = 2
     expected = _line_count(text) - (0 if headerless or fmt == "inter" else 1)
