@@ -71,6 +71,11 @@ def sampler_key(key: str) -> tuple[str, int]:
     return base, int(step) if step else -1
 
 
+def series_order(keys) -> list[str]:
+    """Sampler series in reading order: by sampler, then CNSDiff steps numerically (@2 before @10)."""
+    return sorted(set(keys), key=lambda k: sampler_key(k))
+
+
 def is_synthesized(key: str) -> bool:
     return sampler_key(key)[0] in SYNTHESIZING
 
@@ -654,6 +659,7 @@ def refit_denoiser(cfg: TrainConfig, data: Dataset, user_emb: np.ndarray, item_e
 
 
 __all__ = ["ExploreError", "SYNTHESIZING", "build_denoiser", "run_denoiser", "sampler_key", "is_synthesized",
+           "series_order",
            "id_labels", "item_labels", "user_items", "users_with_training", "user_summary", "Trajectories",
            "denoising_trajectories", "update_formula", "fit_item_map", "item_frame", "negatives_frame",
            "positives_frame", "series_name", "fhn_curves", "hardness_samples", "world_confounding",

@@ -28,7 +28,7 @@ c_metric, c_steps, c_sel = st.columns([2, 1.3, 2])
 metric = c_metric.radio("Measure", list(metrics), key="fhn_metric", horizontal=True, format_func=metrics.get)
 with_steps = c_steps.toggle("CNSDiff per step", value=True, key="fhn_steps",
                             help="Also the candidates at each diffusion step s (cnsdiff@s), not only the pick.")
-all_series = sorted(curves["series"].unique())
+all_series = ex.series_order(curves["series"].unique())
 if st.session_state.get("_fhn_series_all") != all_series:  # other runs: show every sampler again
     st.session_state["_fhn_series_all"] = all_series
     st.session_state["fhn_series"] = all_series
@@ -74,7 +74,7 @@ else:
     st.plotly_chart(hard, key="fhn_hardness")
 
     st.subheader("Score histograms")
-    hist_series = sorted(samples["series"].unique())
+    hist_series = ex.series_order(samples["series"].unique())
     default = [s for s in ("positive", "rns", "dns", "cnsdiff") if s in hist_series] or hist_series[:3]
     if st.session_state.get("fhn_hist_series") is None or not set(st.session_state["fhn_hist_series"]) <= set(hist_series):
         st.session_state["fhn_hist_series"] = default

@@ -53,7 +53,7 @@ def test_trajectory_length_and_last_update_is_the_ddpm_posterior_mean(runs, toy_
     run = runs[name]
     cfg = run.config
     traj = _trajectories(run, toy_data)
-    assert traj.steps == cfg.hardness_steps() == [10, 14, 18]
+    assert traj.steps == cfg.hardness_steps() and len(traj.steps) >= 3
     for s in traj.steps:
         rows = traj.table[traj.table["s"] == s]
         n_reverse = cfg.steps if cfg.reverse_from_T else s - cfg.stop_for(s)
@@ -264,8 +264,10 @@ def test_step_report_of_the_runs_own_denoiser_matches_its_stored_diagnostics_in_
     diag = run.diagnostics()
     stored = diag[(diag["sampler"] == "cnsdiff") & (diag["step"] >= 0)]
     assert sorted(stored["step"].unique()) == report["step"].tolist()[:-1]
-    # larger s = noisier start = farther from the positive, in both measurements
-    assert report.iloc[0]["cos_to_pos"] > report.iloc[2]["cos_to_pos"]
+    # larger s = noisier start = farther from the positive (chains of equal length: s=6 and s=18
+    # both take three reverse steps in the tuned preset)
+    by_step = report.set_index("step")
+    assert by_step.loc[6, "cos_to_pos"] > by_step.loc[18, "cos_to_pos"]
 
 
 def test_refit_rejects_embeddings_of_the_wrong_size(toy_data):
@@ -305,3 +307,10 @@ def test_loaded_denoiser_and_trajectory_candidates_match_the_engine(runs, toy_da
                                       torch.as_tensor(I[[traj.pos]]), steps, [cfg.stop_for(s) for s in steps],
                                       noise[:, None, :])[0]
     np.testing.assert_allclose(traj.candidates(), cands.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_series_order_reads_steps_numerically():
+    from cnsdiff_core.explore import series_order
+
+    assert series_order(["cnsdiff@14", "cnsdiff@2", "rns", "cnsdiff", "cnsdiff@10"]) == \
+        ["cnsdiff", "cnsdiff@2", "cnsdiff@10", "cnsdiff@14", "rns"]

@@ -25,10 +25,12 @@ def test_training_improves_over_random_ranking(toy):
 
 @pytest.mark.parametrize("preset", ["paper", "reference", "tuned"])
 def test_cnsdiff_presets_train_and_report_per_step_diagnostics(toy, preset):
-    res = Trainer(_cfg(preset=preset, sampler="cnsdiff", epochs=2), toy).fit()
+    cfg = _cfg(preset=preset, sampler="cnsdiff", epochs=2)
+    res = Trainer(cfg, toy).fit()
     rows = [r for r in res.diagnostics if r["sampler"] == "cnsdiff"]
     steps = sorted({r["step"] for r in rows})
-    assert steps == [-1, 10, 14, 18]
+    assert steps == [-1] + cfg.hardness_steps()
+    assert cfg.hardness_steps() == ([2, 6, 10, 14, 18] if preset == "tuned" else [10, 14, 18])
     for r in rows:
         assert 0 <= r["fhn"] <= 1 and math.isfinite(r["hardness_mean"])
     baseline = {r["sampler"] for r in res.diagnostics}
