@@ -28,6 +28,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .projection import check_vectors
+
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "cnsdiff-bundle"
 PROJECTION_FILES = {"pca": "projection_pca.npz", "umap": "projection_umap.npz"}
@@ -381,11 +383,7 @@ class StoredProjection:
         self._items = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim == 1:
-            X = X[None]
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"vectors have {X.shape[1]} dimensions but the map was fitted on {self.n_features_in_}.")
+        X = check_vectors(X, self.n_features_in_)
         if len(X) == 0:
             return np.zeros((0, 2), dtype=np.float32)
         if self.method == "pca":

@@ -62,17 +62,23 @@ class EmbeddingProjection:
     def transform(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "model_"):
             raise RuntimeError("call fit() before transform().")
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim == 1:
-            X = X[None]
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"vectors have {X.shape[1]} dimensions but the map was fitted on {self.n_features_in_}.")
+        X = check_vectors(X, self.n_features_in_)
         if len(X) == 0:
             return np.zeros((0, 2), dtype=np.float32)
         return np.asarray(self.model_.transform(X), dtype=np.float32)
 
     def fit_transform(self, X: np.ndarray) -> np.ndarray:
         return self.fit(X).embedding_
+
+
+def check_vectors(X: np.ndarray, n_features: int) -> np.ndarray:
+    """(n, d) or (d,) -> (n, d) float32, with a clear error when d is not the map's dimension."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim == 1:
+        X = X[None]
+    if X.shape[1] != n_features:
+        raise ValueError(f"vectors have {X.shape[1]} dimensions but the map was fitted on {n_features}.")
+    return X
 
 
 def warm_umap() -> None:
