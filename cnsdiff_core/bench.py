@@ -95,6 +95,12 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 2, device: str = "aut
     from .data import load_dataset
 
     dev = resolve_device(device)
+    if dev.type == "cpu":  # measure the peak with the thread count training will use
+        from .config import TrainConfig
+
+        threads = TrainConfig().cpu_threads
+        if threads > 0:
+            torch.set_num_threads(threads)
     gflops = matmul_gflops(dev)
     yield f"device: {device_label(dev)}; measured fp32 matmul throughput {gflops:.1f} GFLOP/s"
     yield f"time per epoch = mean over {epochs} epoch(s) after one warm-up epoch; evaluation = valid + IID + OOD full ranking"
