@@ -160,8 +160,10 @@ def run_scale(sizes=(5_000, 10_000, 20_000), n_items: int = 100_000, per_user: i
     import subprocess
     import sys
 
+    from .config import TrainConfig
+
     yield (f"synthetic worlds with {n_items} items, {per_user} logged interactions per user, popularity split; "
-           f"one process per row; CPU threads: {torch.get_num_threads()}")
+           f"one process per row; training threads: {TrainConfig().cpu_threads or torch.get_num_threads()}")
     yield "users  items   train_interactions  sampler   s/epoch  eval(OOD) s  peak RSS MB  (generation s)"
     for n_users in sizes:
         for sampler in samplers:
