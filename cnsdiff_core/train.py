@@ -270,7 +270,8 @@ class Trainer:
                     since_best += 1
                 self.emit({"type": "epoch", "record": rec, "diagnostics": rows})
             history.append(rec)
-            self.emit({"type": "checkpoint", "epoch": epoch + 1, "state": self.state(epoch)})
+            if self.callbacks:  # a full CPU copy of model + optimizer: only when someone stores it
+                self.emit({"type": "checkpoint", "epoch": epoch + 1, "state": self.state(epoch)})
             if stopped or self.should_stop():
                 status, message = "stopped", f"stopped by request during epoch {epoch + 1}"
                 break
