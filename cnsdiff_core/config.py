@@ -16,6 +16,7 @@ SCHEDULES = ("linear", "linear-var", "cosine")
 CAUSAL = ("kl", "env-variance", "none")
 SELECTIONS = ("iid-valid", "ood-test")
 DEVICES = ("auto", "cpu", "cuda")
+TEST_EVALS = ("every-epoch", "selected")
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,8 @@ class TrainConfig:
     patience: int = 20  # epochs without validation improvement before stopping; 0 = never
     selection: str = "iid-valid"  # 'ood-test' reproduces the reference code's test-set selection
     eval_batch_users: int = 1024  # users per chunk of full-ranking evaluation
+    test_eval: str = "every-epoch"  # 'selected': IID/OOD test only once, at the selected epoch
+    #   (validation alone each epoch: a third of the evaluation time; for sweeps and benchmarks)
 
     # --- baseline samplers --------------------------------------------------------------------
     pns_power: float = 0.75  # PNS draws items with probability popularity**power
@@ -119,6 +122,9 @@ class TrainConfig:
         need(self.causal in CAUSAL, "causal", f"use one of {', '.join(CAUSAL)}")
         need(self.selection in SELECTIONS, "selection", f"use one of {', '.join(SELECTIONS)}")
         need(self.device in DEVICES, "device", f"use one of {', '.join(DEVICES)}")
+        need(self.test_eval in TEST_EVALS, "test_eval", f"use one of {', '.join(TEST_EVALS)}")
+        need(self.test_eval == "every-epoch" or self.selection != "ood-test", "test_eval",
+             "selection='ood-test' needs the OOD test every epoch; use test_eval=every-epoch")
         need(self.env_kind in ("auto", "time", "popularity"), "env_kind", "use auto, time or popularity")
         for name in ("dim", "batch_size", "epochs", "steps", "eval_every", "hard_stride",
                      "dns_candidates", "mixgcf_candidates", "ahns_candidates", "denoiser_hidden",

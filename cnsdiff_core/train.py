@@ -255,8 +255,9 @@ class Trainer:
                 with torch.no_grad():
                     ue, ie = self.model.propagate()
                     rec |= _prefixed("valid", self._evaluate(self.data.valid, ue, ie))
-                    rec |= _prefixed("iid", self._evaluate(self.data.test_iid, ue, ie))
-                    rec |= _prefixed("ood", self._evaluate(self.data.test_ood, ue, ie))
+                    if cfg.test_eval == "every-epoch":
+                        rec |= _prefixed("iid", self._evaluate(self.data.test_iid, ue, ie))
+                        rec |= _prefixed("ood", self._evaluate(self.data.test_ood, ue, ie))
                 rec["eval_seconds"] = time.perf_counter() - tv
                 rows, raw = self._diagnose(epoch, keep_raw=epoch in snapshots)
                 diag_rows.extend(rows)
@@ -290,15 +291,18 @@ class Trainer:
         self.model.eval()
         with torch.no_grad():
             ue, ie = self.model.propagate()
-            per_user = {}
+            per_user, final = {}, {}
             for prefix, split in (("iid", self.data.test_iid), ("ood", self.data.test_ood)):
                 res = self._evaluate(split, ue, ie)
+                final |= _prefixed(prefix, res)
                 per_user[f"{prefix}_users"] = res.users
                 for k, v in res.per_user.items():
                     per_user[f"{prefix}_{k}"] = v
         rows, raw = self._diagnose(max(best_epoch, 0), keep_raw=True)
         self.emit({"type": "snapshot", "epoch": "best", "raw": raw})
         metrics = {k: v for k, v in (best or {}).items() if k.startswith(("valid_", "iid_", "ood_"))}
+        if best is not None:  # test_eval='selected': the test metrics come from the selected weights here
+            metrics = final | metrics
         result = TrainResult(status, message, best_epoch + 1, epochs_run, time.perf_counter() - t0, metrics,
                              history, diag_rows, per_user, ue.cpu().numpy(), ie.cpu().numpy())
         self.emit({"type": "end", "status": status, "message": message, "result": result})

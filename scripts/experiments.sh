@@ -4,13 +4,14 @@
 # the GPU). Each job is bounded by MAX_SECONDS of training (a cut run is reported as 'stopped').
 #   bash scripts/experiments.sh OUTDIR DATASET [DATASET...]
 # Env: DEVICE (auto), JOBS (parallel jobs, default nproc), EPOCHS (120), MAX_SECONDS (0 = none),
-#      SEEDS (1), VARIANTS (1 = also the CNSDiff knob sweep).
+#      SEEDS (1), VARIANTS (1 = also the CNSDiff knob sweep), PATIENCE (config default),
+#      TEST_EVAL (every-epoch; 'selected' evaluates the tests once, at the selected epoch).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$1; shift
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 DEVICE=${DEVICE:-auto}; JOBS=${JOBS:-$(nproc)}; EPOCHS=${EPOCHS:-120}; MAXS=${MAX_SECONDS:-0}
-SEEDS=${SEEDS:-1}; VARIANTS=${VARIANTS:-1}
+SEEDS=${SEEDS:-1}; VARIANTS=${VARIANTS:-1}; PATIENCE=${PATIENCE:-}; TEST_EVAL=${TEST_EVAL:-every-epoch}
 mkdir -p "$OUT/csv" "$OUT/logs"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
 export CNSDIFF_RUNS=${CNSDIFF_RUNS:-$OUT/runs}
@@ -39,12 +40,15 @@ fi
 run_job() {
   ds=$1; sampler=$2; preset=$3; label=$4; shift 4
   sets=(--set "preset=$label" --set "max_seconds=$MAXS")
+  [ -n "$PATIENCE" ] && sets+=(--set "patience=$PATIENCE")
+  # the reference row selects on the OOD test, so it needs the tests every epoch
+  [ "$preset" != reference ] && sets+=(--set "test_eval=$TEST_EVAL")
   for kv in "$@"; do sets+=(--set "$kv"); done
   $PY -m cnsdiff_core experiment --dataset "$ds" --samplers "$sampler" --preset "$preset" --seeds "$SEEDS" \
      --epochs "$EPOCHS" --device "$DEVICE" --no-reference --no-mostpop "${sets[@]}" \
      --out "$OUT/csv/${ds}__${sampler}__${label}.csv" > "$OUT/logs/${ds}__${sampler}__${label}.log" 2>&1 \
      && echo "done $ds $sampler $label" || echo "FAILED $ds $sampler $label (see $OUT/logs/${ds}__${sampler}__${label}.log)"
 }
-export -f run_job; export PY OUT EPOCHS DEVICE MAXS SEEDS
+export -f run_job; export PY OUT EPOCHS DEVICE MAXS SEEDS PATIENCE TEST_EVAL
 xargs -P "$JOBS" -L 1 bash -c 'run_job "$@"' _ < "$jobs_file"
 rm -f "$jobs_file"

@@ -147,3 +147,17 @@ def test_weights_load_with_weights_only(toy, runs_dir):
     run_id, _ = train_and_store(_cfg(sampler="rns", epochs=1), store, data=toy)
     w = store.load(run_id).weights()
     assert isinstance(w["model"]["item_emb"], torch.Tensor)
+
+
+def test_test_eval_selected_scores_the_tests_once_with_the_selected_weights(toy):
+    every = Trainer(_cfg(sampler="rns", epochs=5, lr=0.05), toy).fit()
+    once = Trainer(_cfg(sampler="rns", epochs=5, lr=0.05, test_eval="selected"), toy).fit()
+    assert all("ood_recall@20" not in r and "valid_recall@20" in r for r in once.history)
+    assert once.best_epoch == every.best_epoch
+    for k in ("iid_recall@20", "ood_recall@20", "ood_ndcg@10", "valid_recall@20"):
+        assert once.metrics[k] == pytest.approx(every.metrics[k], abs=1e-9), k
+
+
+def test_test_eval_selected_is_refused_with_test_set_selection():
+    with pytest.raises(ValueError, match="test_eval.*selection='ood-test'"):
+        _cfg(preset="reference", sampler="cnsdiff", test_eval="selected")
