@@ -5,19 +5,21 @@
 #   bash scripts/experiments.sh OUTDIR DATASET [DATASET...]
 # Env: DEVICE (auto), JOBS (parallel jobs, default nproc), EPOCHS (120), MAX_SECONDS (0 = none),
 #      SEEDS (1), VARIANTS (1 = also the CNSDiff knob sweep), PATIENCE (config default),
-#      TEST_EVAL (every-epoch; 'selected' evaluates the tests once, at the selected epoch).
+#      TEST_EVAL (every-epoch; 'selected' evaluates the tests once, at the selected epoch),
+#      MAIN (1; 0 = only the knob sweep, e.g. after the main rows ran).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$1; shift
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 DEVICE=${DEVICE:-auto}; JOBS=${JOBS:-$(nproc)}; EPOCHS=${EPOCHS:-120}; MAXS=${MAX_SECONDS:-0}
-SEEDS=${SEEDS:-1}; VARIANTS=${VARIANTS:-1}; PATIENCE=${PATIENCE:-}; TEST_EVAL=${TEST_EVAL:-every-epoch}
+SEEDS=${SEEDS:-1}; VARIANTS=${VARIANTS:-1}; PATIENCE=${PATIENCE:-}; TEST_EVAL=${TEST_EVAL:-every-epoch}; MAIN=${MAIN:-1}
 mkdir -p "$OUT/csv" "$OUT/logs"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
 export CNSDIFF_RUNS=${CNSDIFF_RUNS:-$OUT/runs}
 jobs_file=$(mktemp)
 # main rows of every dataset first, then the CNSDiff knob sweep (so a time limit cuts the sweep)
 for ds in "$@"; do
+  [ "$MAIN" = 1 ] || continue
   for s in rns pns dns mixgcf ahns; do
     echo "$ds $s tuned baseline" >> "$jobs_file"
   done
