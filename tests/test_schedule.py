@@ -101,3 +101,23 @@ def test_reverse_chain_from_step_zero_returns_its_input():
     den = Denoiser(8, 16, 64, 0.0).eval()
     z = torch.randn(4, 8)
     assert torch.equal(reverse_chain(den, sched, z, 0, 0), z)
+
+
+@pytest.mark.parametrize("condition_on_user", [False, True])
+@pytest.mark.parametrize("reverse_from_T", [False, True])
+def test_cpu_unrolled_synthesis_equals_the_batched_denoiser_path(condition_on_user, reverse_from_T):
+    # On CPU an eval-mode denoiser runs an unrolled chain (sigmoid form of tanh, folded weights);
+    # train mode with dropout 0 computes the same function through Denoiser.forward, batched.
+    from cnsdiff_core.diffusion import synthesize_candidates
+
+    torch.manual_seed(1)
+    sched = NoiseSchedule.create("linear-var", 20, 0.5).tensors()
+    den = Denoiser(64, 64, 64, 0.0, condition_on_user=condition_on_user)
+    z0, user, noise = torch.randn(300, 64), torch.randn(300, 64), torch.randn(5, 300, 64)
+    steps, stops = [2, 6, 10, 14, 18], [0, 3, 7, 11, 15]
+    u = user if condition_on_user else None
+    fast = synthesize_candidates(den.eval(), sched, z0, steps, stops, noise, u, reverse_from_T)
+    plain = synthesize_candidates(den.train(), sched, z0, steps, stops, noise, u, reverse_from_T)
+    assert fast.shape == (300, 5, 64)
+    assert torch.allclose(fast, plain, atol=2e-5), (fast - plain).abs().max()
+    assert not torch.allclose(fast[:, 0], fast[:, 4])  # the chains differ
