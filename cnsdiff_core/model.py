@@ -57,8 +57,13 @@ class LightGCN(nn.Module):
         for _ in range(self.layers):
             x = _SymmetricSpMM.apply(self.adj, x)  # (U+I, d); the normalized adjacency is symmetric
             stack.append(x)
-        layers = torch.stack(stack, dim=0)  # (L+1, U+I, d)
-        final = layers.mean(0)
+        if keep_layers:
+            layers = torch.stack(stack, dim=0)  # (L+1, U+I, d)
+            final = layers.mean(0)
+        else:  # the same mean without materializing the (L+1, U+I, d) stack (a third of RNS's epoch on CPU)
+            final = stack[0] / (self.layers + 1)
+            for layer in stack[1:]:
+                final = final.add(layer, alpha=1 / (self.layers + 1))
         users, items = final[: self.n_users], final[self.n_users:]
         if keep_layers:
             return users, items, layers
