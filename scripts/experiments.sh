@@ -37,6 +37,8 @@ if [ "$VARIANTS" = 1 ]; then
     echo "$ds cnsdiff tuned tuned+fullcl cl_negatives=0" >> "$jobs_file"
     echo "$ds cnsdiff tuned tuned+mindist0.5 min_distance=0.5" >> "$jobs_file"
     echo "$ds cnsdiff tuned tuned+usercond condition_on_user=true" >> "$jobs_file"
+    echo "$ds cnsdiff tuned tuned+mixflat mix_a0=1 mix_b0=1" >> "$jobs_file"
+    echo "$ds cnsdiff tuned tuned+nocl cl_weight=0" >> "$jobs_file"
   done
 fi
 run_job() {
