@@ -7,25 +7,25 @@ import app_support as sup
 
 st.set_page_config(page_title="CNSDiff explorer", page_icon="🧭", layout="wide")
 
-# The explore pages are written separately; each appears once its file exists. URL paths differ
-# from the file names on purpose (Home's too, although it is served at /): a url_path equal to
-# a file's own name ("3_train" -> "train") makes AppTest rerun that page as a pages/-directory
-# page without this frame.
-EXPLORE_PAGES = [("denoising", "Denoising", ":material/blur_on:", "diffusion"),
-                 ("negatives_map", "Negatives map", ":material/scatter_plot:", "negatives"),
-                 ("fhn_hardness", "FHN & hardness", ":material/bar_chart:", "fhn"),
-                 ("schedule_lab", "Noise schedule lab", ":material/tune:", "schedules")]
+# The explore pages are written separately; each appears once its file exists. Every URL path is
+# the one Streamlit's old `pages/`-folder routing derives from the file name ("3_train.py" ->
+# "train"): on a freshly started server that routing handles the first request, so a deep link
+# must name a page it knows; the page then hands over to this frame (sup.require_frame).
+EXPLORE_PAGES = [("denoising", "Denoising", ":material/blur_on:", "denoising"),
+                 ("negatives_map", "Negatives map", ":material/scatter_plot:", "negatives_map"),
+                 ("fhn_hardness", "FHN & hardness", ":material/bar_chart:", "fhn_hardness"),
+                 ("schedule_lab", "Noise schedule lab", ":material/tune:", "schedule_lab")]
 
 
 def build_pages() -> dict[str, list]:
-    work = [st.Page("pages/1_home.py", title="Home", icon=":material/home:", default=True, url_path="welcome"),
+    work = [st.Page("pages/1_home.py", title="Home", icon=":material/home:", default=True, url_path="home"),
             st.Page("pages/2_data_and_shift.py", title="Data & shift", icon=":material/dataset:",
-                    url_path="data")]
+                    url_path="data_and_shift")]
     if not sup.read_only():
         work.append(st.Page("pages/3_train.py", title="Train", icon=":material/model_training:",
-                            url_path="training"))
+                            url_path="train"))
     work.append(st.Page("pages/4_compare_runs.py", title="Compare runs", icon=":material/leaderboard:",
-                        url_path="compare"))
+                        url_path="compare_runs"))
     files = sup.page_files()
     explore = [st.Page(str(files[key].relative_to(sup.REPO)), title=title, icon=icon, url_path=url)
                for key, title, icon, url in EXPLORE_PAGES if key in files]

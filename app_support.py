@@ -879,6 +879,25 @@ def verdict_frame(verdicts: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["file", "ok", "format", "rows", "users", "items", "message"])
 
 
+def require_frame() -> None:
+    """First call of every page. With a `pages/` folder next to app.py, Streamlit serves the first
+    request of a fresh server (and every AppTest run) with its old folder routing, which runs a
+    deep-linked page file on its own: no sidebar, no URL state. Then switch that routing off for
+    the process, run app.py's frame here, in this same run (its st.navigation runs this page
+    inside it; a button pressed in this run stays pressed), and stop. A no-op once app.py's
+    navigation is in charge."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the old routing
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        import runpy
+
+        PagesManager.uses_pages_directory = False
+        runpy.run_path(str(REPO / "app.py"), run_name="__main__")
+        st.stop()
+
+
 def page_files() -> dict[str, Path]:
     """The explore pages that exist right now (they are written separately)."""
     names = {"denoising": "pages/5_denoising.py", "negatives_map": "pages/6_negatives_map.py",

@@ -6,6 +6,8 @@ import streamlit as st
 import app_support as sup
 from cnsdiff_core.samplers import LABELS
 
+sup.require_frame()
+
 st.title("CNSDiff explorer")
 st.caption("Negative sampling for recommenders under distribution shift, made visible.")
 

@@ -8,6 +8,8 @@ import streamlit as st
 import app_support as sup
 from cnsdiff_core.data import DataError
 
+sup.require_frame()
+
 name, shift = sup.current_dataset(), sup.current_shift()
 st.title("Data & shift")
 st.caption(f"Dataset **{sup.dataset_label(name)}**, shift **{shift}** (change them in the sidebar).")

@@ -8,6 +8,8 @@ import app_support as sup
 from cnsdiff_core.config import PRESETS, SAMPLERS, ConfigError
 from cnsdiff_core.samplers import LABELS
 
+sup.require_frame()
+
 st.title("Train")
 if sup.read_only():
     st.info("Training is switched off in read-only workshop mode.")

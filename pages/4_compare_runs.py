@@ -9,6 +9,8 @@ import app_support as sup
 from cnsdiff_core.metrics import paired_test
 from cnsdiff_core.runs import StoreError
 
+sup.require_frame()
+
 st.title("Compare runs")
 frame = sup.runs_frame()
 if frame.empty:

@@ -8,6 +8,8 @@ import app_support as sup
 import explore_support as es
 from cnsdiff_core import explore as ex
 
+sup.require_frame()
+
 st.title("Denoising")
 st.caption("CNSDiff noises the positive item's embedding to step s and denoises it back with its "
            "trained MLP. Press ▶ Play under the map to animate in the browser, or scrub the frame.")

@@ -9,6 +9,8 @@ import app_support as sup
 import explore_support as es
 from cnsdiff_core import explore as ex
 
+sup.require_frame()
+
 st.title("Negatives map")
 st.caption("Items are fitted once (PCA at once, UMAP when ready); synthesized negatives are placed "
            "with the fitted map's transform. Box or lasso points to list them.")

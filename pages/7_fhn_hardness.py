@@ -4,8 +4,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+import app_support as sup
 import explore_support as es
 from cnsdiff_core import explore as ex
+
+sup.require_frame()
 
 st.title("FHN & hardness")
 st.caption("Measured every epoch on a fixed probe of training triples. A synthesized negative "

@@ -11,6 +11,8 @@ import explore_support as es
 from cnsdiff_core import explore as ex
 from cnsdiff_core.config import SCHEDULES, ConfigError, preset_config
 
+sup.require_frame()
+
 st.title("Noise schedule lab")
 st.caption("β_t per step, ᾱ_t = Π(1 − β), SNR = ᾱ/(1 − ᾱ), noise std √(1 − ᾱ). The paper's default "
            "(linear-var, scale 0.1) barely moves the positive; cosine at scale 1 reaches real noise.")

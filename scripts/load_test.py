@@ -253,7 +253,7 @@ def session_round(b: Browser, s: Session, base: str, run_id: str, scrubs: int, t
             record(kind, time.perf_counter() - t0, f"{type(exc).__name__}: {str(exc)[:160]}")
             return None
 
-    url = f"{base}/diffusion?run={run_id}&user={s.user}"
+    url = f"{base}/denoising?run={run_id}&user={s.user}"
     state = timed("open denoising", lambda: d.get(url),
                   lambda st: st.get("title") == "Denoising" and st.get("frame") is not None and st.get("charts", 0) > 0)
     if state is None:
@@ -275,7 +275,7 @@ def session_round(b: Browser, s: Session, base: str, run_id: str, scrubs: int, t
         if state is None:
             return
         s.frame = state["frame"]
-    timed("open negatives map", lambda: d.get(f"{base}/negatives?run={run_id}&user={s.user}"),
+    timed("open negatives map", lambda: d.get(f"{base}/negatives_map?run={run_id}&user={s.user}"),
           lambda st: st.get("title") == "Negatives map" and st.get("charts", 0) > 0)
 
 

@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 DOC_SHOTS = ROOT / "docs" / "screenshots"
-PAGES = [("", "CNSDiff explorer", "home"), ("data", "Data & shift", "data"),
-         ("training", "Train", "train"), ("compare", "Compare runs", "compare")]
-EXPLORE = [("pages/5_denoising.py", "diffusion"), ("pages/6_negatives_map.py", "negatives"),
-           ("pages/7_fhn_hardness.py", "fhn"), ("pages/8_schedule_lab.py", "schedules")]
+PAGES = [("", "CNSDiff explorer", "home"), ("data_and_shift", "Data & shift", "data"),
+         ("train", "Train", "train"), ("compare_runs", "Compare runs", "compare")]
+EXPLORE = [("pages/5_denoising.py", "denoising"), ("pages/6_negatives_map.py", "negatives_map"),
+           ("pages/7_fhn_hardness.py", "fhn_hardness"), ("pages/8_schedule_lab.py", "schedule_lab")]
 # Every page with the demo's runs, as a person sees it (docs/SCREENS.md describes each picture).
 DOC_PICTURES = ["home-demo-result.png", "page-data.png", "page-train.png", "compare-after-demo.png",
                 "page-denoising.png", "page-negatives-map.png", "page-fhn-hardness.png",
@@ -34,11 +34,11 @@ DOC_PICTURES = ["home-demo-result.png", "page-data.png", "page-train.png", "comp
 # The explore pages with data: (url, title, picture, least number of charts drawn). The explore
 # pages come last and Denoising before Negatives map: their first visit starts the server's
 # background UMAP fit, which takes a core for minutes on a small machine.
-WITH_DATA = [("data", "Data & shift", "page-data.png", 1), ("training", "Train", "page-train.png", 0),
-             ("fhn", "FHN & hardness", "page-fhn-hardness.png", 1),
-             ("schedules", "Noise schedule lab", "page-schedule-lab.png", 1),
-             ("diffusion", "Denoising", "page-denoising.png", 1),
-             ("negatives", "Negatives map", "page-negatives-map.png", 1)]
+WITH_DATA = [("data_and_shift", "Data & shift", "page-data.png", 1), ("train", "Train", "page-train.png", 0),
+             ("fhn_hardness", "FHN & hardness", "page-fhn-hardness.png", 1),
+             ("schedule_lab", "Noise schedule lab", "page-schedule-lab.png", 1),
+             ("denoising", "Denoising", "page-denoising.png", 1),
+             ("negatives_map", "Negatives map", "page-negatives-map.png", 1)]
 
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
                                 reason="needs Debian's chromium and chromium-driver (scripts/setup.sh --with-browser)")
@@ -184,6 +184,19 @@ def _publish(names: list[str]) -> None:
             shutil.copy(SHOTS / name, DOC_SHOTS / name)
 
 
+def test_a_deep_link_is_the_first_request_of_a_fresh_server(server, browser):
+    # Runs first in this module: the server has served no page yet, so Streamlit's old
+    # pages/-folder routing answers this request (it used to say "Page not found").
+    base, _ = server
+    browser.get(f"{base}/compare_runs?dataset=sample&shift=exposure")
+    _wait_for_text(browser, "Compare runs", 60)
+    _settle(browser)
+    assert not _problems(browser), _problems(browser)
+    assert browser.current_url.split("?")[0] == f"{base}/compare_runs"
+    # inside app.py's frame: the sidebar holds the global choices
+    assert any("Dataset, shift and run" in t for t in _texts(browser, '[data-testid="stSidebar"]'))
+
+
 def test_every_page_loads_without_an_exception(server, browser):
     base, _ = server
     pages = PAGES + [(url, None, url) for path, url in EXPLORE if (ROOT / path).is_file()]
@@ -224,7 +237,7 @@ def test_demo_trains_in_the_background_and_shows_the_result(server, browser):
 
     # the sidebar now offers the demo runs and the URL carries the chosen run
     assert "run=" in browser.current_url
-    browser.get(f"{base}/compare?{browser.current_url.split('?', 1)[1]}")
+    browser.get(f"{base}/compare_runs?{browser.current_url.split('?', 1)[1]}")
     _wait_for_text(browser, "Metrics side by side", 60)
     _drawn(browser, 1, 60)
     _show_first_chart(browser)
@@ -280,7 +293,7 @@ def test_every_page_with_the_demo_runs_and_the_denoising_animation_plays(server,
         _drawn(browser, charts, 120)
         assert not _problems(browser), (url, _problems(browser))
         assert f"run={cns[0]}" in browser.current_url, browser.current_url  # the demo's CNSDiff run
-        if url == "diffusion":
+        if url == "denoising":
             _show_first_chart(browser)
             before = browser.execute_script(_FRAME)
             assert before and before["frames"] > 2 and before["active"] == before["frames"] - 1, before
