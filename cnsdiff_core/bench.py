@@ -30,7 +30,7 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> flo
     return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
 
 
-def epoch_flops(cfg, n_train: int, n_users: int, n_items: int) -> dict[str, float]:
+def epoch_flops(cfg, n_train: int, n_users: int, n_items: int, device_type: str = "cpu") -> dict[str, float]:
     """Floating-point operations of one training epoch, counted from the shapes (fwd + bwd ~ 3x fwd)."""
     B, d, L, H = min(cfg.batch_size, n_train), cfg.dim, cfg.layers, cfg.denoiser_hidden
     n_batches = -(-n_train // B)
@@ -39,9 +39,10 @@ def epoch_flops(cfg, n_train: int, n_users: int, n_items: int) -> dict[str, floa
            "bpr": 3 * 2 * 2 * B * d * n_batches}
     if cfg.sampler == "cnsdiff":
         steps = cfg.hardness_steps()
-        # the S chains run batched for the longest chain's length (synthesize_candidates)
-        longest = cfg.steps if cfg.reverse_from_T else max(s - cfg.stop_for(s) for s in steps)
-        n_den = len(steps) * longest
+        lengths = [cfg.steps if cfg.reverse_from_T else s - cfg.stop_for(s) for s in steps]
+        # CUDA runs the S chains batched for the longest chain's length, CPU each chain for its own
+        # length (synthesize_candidates)
+        n_den = len(steps) * max(lengths) if device_type == "cuda" else sum(lengths)
         per_call = 2 * B * (d * H + H * d)
         out["synthesis"] = n_den * per_call * n_batches
         m = cfg.cl_negatives if cfg.cl_negatives > 0 else 2 * B
@@ -86,7 +87,7 @@ def bench_one(data, sampler: str, preset: str, epochs: int, device: str) -> dict
         eval_s = time.perf_counter() - te
     mem = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
     phases = {k: v / epochs for k, v in trainer.phase_seconds.items()}
-    flops = epoch_flops(cfg, len(data.train), data.n_users, data.n_items)
+    flops = epoch_flops(cfg, len(data.train), data.n_users, data.n_items, dev.type)
     return {"sampler": sampler, "preset": preset, "s_per_epoch": per_epoch, "eval_s": eval_s, "peak_mb": mem,
             "phases": phases, "flops": flops}
 

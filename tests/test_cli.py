@@ -79,3 +79,27 @@ def test_datasets_lists_counts():
     sample = next(line for line in out if line.startswith("sample\t"))
     cols = sample.split("\t")
     assert cols[2] == "600" and cols[3] == "800"
+
+
+def test_bench_prints_speed_ratio_and_where_the_time_goes():
+    out = cli("bench", "--datasets", "sample", "--epochs", "1", "--device", "cpu").stdout
+    assert "measured fp32 matmul throughput" in out
+    for sampler in ("rns", "cnsdiff"):
+        line = next(l for l in out.splitlines() if l.startswith(sampler))
+        assert "s/epoch" in line and "GFLOP/epoch" in line and "% of measured matmul throughput" in line
+    assert "where the time goes: " in out and "synthesis" in out
+    ratio = float(out.split("CNSDiff / RNS time per epoch:")[1].split("x")[0])
+    assert ratio > 0
+
+
+def test_epoch_flops_counts_each_synthesis_chain_for_its_own_length_on_cpu():
+    from cnsdiff_core.bench import epoch_flops
+    from cnsdiff_core.config import preset_config
+
+    cfg = preset_config("tuned", sampler="cnsdiff", batch_size=100)
+    lengths = [s - cfg.stop_for(s) for s in cfg.hardness_steps()]
+    assert lengths == [2, 3, 3, 3, 3]
+    per_call = 2 * 100 * (64 * 64 + 64 * 64)
+    cpu = epoch_flops(cfg, 1000, 50, 60, "cpu")["synthesis"]
+    cuda = epoch_flops(cfg, 1000, 50, 60, "cuda")["synthesis"]
+    assert cpu == sum(lengths) * per_call * 10 and cuda == 5 * 3 * per_call * 10
