@@ -17,35 +17,12 @@ import time
 from pathlib import Path
 
 from .dataset import DataError
+from .registry import load_dataset
+from .stored import data_dir
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESERVED = {"sample", "food", "yelp2018", "coat", "kuairec", "synthetic"}
 DATA_SUFFIXES = {".txt", ".csv", ".tsv", ".inter", ".dat", ".json", ".npz"}
-
-
-def data_dir() -> Path:
-    env = os.environ.get("CNSDIFF_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
-
-
-def imported_names() -> list[str]:
-    root = data_dir()
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "import.json").is_file())
-
-
-def imported_path(name: str) -> Path | None:
-    """The stored copy of an imported dataset: its single file, or its folder."""
-    folder = data_dir() / name
-    meta = folder / "import.json"
-    if not meta.is_file():
-        return None
-    try:
-        info = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        raise DataError(f"{meta} is damaged; import the dataset again with --force.") from None
-    return folder / info["file"] if info.get("file") else folder
 
 
 def import_dataset(source: str | Path, name: str, force: bool = False) -> dict:
@@ -53,8 +30,6 @@ def import_dataset(source: str | Path, name: str, force: bool = False) -> dict:
 
     Returns a summary: name, path, shift, users, items, interactions per split, notes.
     """
-    from .registry import load_dataset
-
     if not NAME_RE.match(name or ""):
         raise DataError(f"Dataset name {name!r} is not allowed; use 1-64 letters, digits, '-' or '_'.")
     if name.lower() in RESERVED:

@@ -150,7 +150,7 @@ def load_dataset(name: str, shift: str | None = None, seed: int = 0, data_root=N
         ds = world_dataset(generate_world(cfg), shift or "exposure", seed=seed)
         ds.name = key if len(key) <= 80 else key[:77] + "..."
         return ds
-    from .imports import imported_path  # noqa: PLC0415 (imports.py imports this module)
+    from .stored import imported_path
 
     stored = imported_path(key) if "/" not in key and "\\" not in key and key not in (".", "..") else None
     if stored is not None:  # a dataset registered with `python -m cnsdiff_core import`
@@ -197,7 +197,7 @@ def list_datasets(data_root=None) -> list[dict]:
     out.append({"name": "synthetic", "kind": "generator", "shifts": list(SHIFTS),
                 "default_shift": "exposure", "available": True, "reason": "",
                 "has_ground_truth": True, "description": _DESCRIPTIONS["synthetic"]})
-    from .imports import data_dir, imported_names
+    from .stored import data_dir, imported_names
 
     for name in imported_names():
         try:
