@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 
 from .config import PRESETS, SAMPLERS, ConfigError, parse_set_args, preset_config, setting_help

@@ -1,6 +1,5 @@
 """FHN & hardness: how many of each sampler's negatives are false (observed: in the user's held-out
 positives; ground truth on synthetic worlds), how hard they are, per epoch and across runs."""
-import pandas as pd
 import plotly.express as px
 import streamlit as st
 

@@ -1,5 +1,4 @@
 """One contract over every sampler, plus the properties each sampler promises."""
-import numpy as np
 import pytest
 import torch
 

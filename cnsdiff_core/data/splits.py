@@ -310,8 +310,8 @@ def exposure_split(log, random_test, seed: int = 0, iid_ratios=DEFAULT_RATIOS) -
     rt = np.asarray(random_test, dtype=np.int64).reshape(-1, 2) if len(random_test) else \
         np.zeros((0, 2), dtype=np.int64)
     if len(rt) and (rt.min() < 0 or rt[:, 0].max() >= lg.n_users or rt[:, 1].max() >= lg.n_items):
-        raise DataError(f"The random-exposure test set has ids outside the log's id range; map it "
-                        f"with the same id maps as the log.")
+        raise DataError("The random-exposure test set has ids outside the log's id range; map it "
+                        "with the same id maps as the log.")
     vs, ts = _ratios(iid_ratios)
     notes: list[str] = []
     pairs, times = _dedupe(lg, notes)

@@ -1,0 +1,235 @@
+"""Background training jobs: a queue of runs trained in daemon threads, with progress a front end
+can poll (epoch, batch, ETA, loss and validation curves) and a stop request honoured after the
+current batch. The app's Train, Home and Compare pages use one JobManager per server process;
+nothing here imports Streamlit.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import TrainConfig
+from .data import load_dataset
+from .runs import RunStore, default_root, resume_run, train_and_store
+
+_log = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running")
+MAX_POINTS = 4000  # loss points kept per job (older ones thinned)
+
+
+@dataclass
+class Job:
+    """One background job: train several configs in turn, or resume one run. Written by its thread,
+    read by pages through `snapshot()`."""
+
+    job_id: str
+    title: str
+    configs: list[TrainConfig]
+    store_root: str
+    tag: str = ""
+    resume_id: str | None = None
+    status: str = "queued"  # queued | running | finished | stopped | failed
+    message: str = ""
+    created: float = field(default_factory=time.time)
+    ended: float | None = None
+    current: int = 0  # index of the config in training
+    device: str = ""
+    epoch: int = 0  # 1-based epoch in progress / last finished
+    epochs: int = 0
+    batch: int = 0
+    n_batches: int = 0
+    eta_s: float | None = None
+    run_started: float | None = None
+    run_ids: list[str] = field(default_factory=list)
+    outcomes: list[dict] = field(default_factory=list)  # run_id, sampler, status, message
+    losses: list[dict] = field(default_factory=list)  # run, sampler, x (epochs), loss
+    valid: list[dict] = field(default_factory=list)  # run, sampler, epoch, valid / ood recall@20
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def n_runs(self) -> int:
+        return max(len(self.configs), 1)
+
+    def fraction(self) -> float:
+        if self.status not in ACTIVE:
+            return 1.0
+        within = 0.0
+        if self.epochs:
+            within = ((max(self.epoch, 1) - 1) + (self.batch / self.n_batches if self.n_batches else 0)) / self.epochs
+        return float(min(max((self.current + min(within, 1.0)) / self.n_runs, 0.0), 1.0))
+
+    def total_eta(self) -> float | None:
+        if self.eta_s is None or self.run_started is None:
+            return None
+        per_run = (time.time() - self.run_started) + self.eta_s
+        return self.eta_s + per_run * (self.n_runs - self.current - 1)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"job_id": self.job_id, "title": self.title, "tag": self.tag, "status": self.status,
+                    "message": self.message, "created": self.created, "ended": self.ended,
+                    "current": self.current, "n_runs": self.n_runs, "device": self.device,
+                    "epoch": self.epoch, "epochs": self.epochs, "batch": self.batch,
+                    "n_batches": self.n_batches, "eta_s": self.total_eta(), "fraction": self.fraction(),
+                    "samplers": [c.sampler for c in self.configs], "run_ids": list(self.run_ids),
+                    "outcomes": [dict(o) for o in self.outcomes], "losses": list(self.losses),
+                    "valid": list(self.valid), "stop_requested": self.stop_event.is_set(),
+                    "resume_id": self.resume_id}
+
+
+class JobManager:
+    """Process-wide registry of training jobs (the app keeps one per process). Each job runs in a
+    daemon thread; a front end polls `get()` / `jobs()` and asks for `stop()`."""
+
+    def __init__(self, max_parallel: int | None = None) -> None:
+        n = max_parallel or int(os.environ.get("CNSDIFF_MAX_JOBS", "1") or 1)
+        self._slots = threading.Semaphore(max(n, 1))
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    # --- submitting ---------------------------------------------------------------------------
+    def submit(self, configs: list[TrainConfig], title: str = "", tag: str = "",
+               store_root: str | Path | None = None) -> str:
+        job = Job(uuid.uuid4().hex[:10], title or ", ".join(c.sampler for c in configs), list(configs),
+                  str(store_root or default_root().resolve()), tag=tag)
+        return self._start(job)
+
+    def submit_resume(self, run_id: str, store_root: str | Path | None = None) -> str:
+        """Resume an interrupted or stopped run; an active job on the same run is reused."""
+        for job in self.jobs():
+            if job["resume_id"] == run_id and job["status"] in ACTIVE:
+                return job["job_id"]
+        root = str(store_root or default_root().resolve())
+        cfg = RunStore(root).load(run_id).config
+        job = Job(uuid.uuid4().hex[:10], f"resume {run_id}", [cfg], root, tag="resume", resume_id=run_id)
+        job.run_ids.append(run_id)
+        return self._start(job)
+
+    def _start(self, job: Job) -> str:
+        with self._lock:
+            self._jobs[job.job_id] = job
+            done = [j for j in self._jobs.values() if j.status not in ACTIVE]
+            for old in sorted(done, key=lambda j: j.created)[:-50]:  # keep the last 50 finished
+                del self._jobs[old.job_id]
+        threading.Thread(target=self._run, args=(job,), name=f"cnsdiff-job-{job.job_id}", daemon=True).start()
+        return job.job_id
+
+    # --- reading / controlling ------------------------------------------------------------------
+    def get(self, job_id: str | None) -> dict | None:
+        job = self._jobs.get(job_id or "")
+        return job.snapshot() if job else None
+
+    def jobs(self) -> list[dict]:
+        """Every job of this process, newest first."""
+        return [j.snapshot() for j in sorted(list(self._jobs.values()), key=lambda j: j.created, reverse=True)]
+
+    def active(self, tag: str | None = None) -> list[dict]:
+        return [j for j in self.jobs() if j["status"] in ACTIVE and (tag is None or j["tag"] == tag)]
+
+    def stop(self, job_id: str) -> None:
+        """Ask a job to stop after the current batch; what was trained is kept as 'stopped'."""
+        job = self._jobs.get(job_id)
+        if job:
+            job.stop_event.set()
+
+    # --- the thread -------------------------------------------------------------------------------
+    def _on_event(self, job: Job, idx: int, sampler: str, event: dict) -> None:
+        kind = event["type"]
+        with job.lock:
+            if kind == "start":
+                job.device, job.epochs = event["device"], int(event["epochs"])
+                job.epoch, job.batch, job.eta_s, job.run_started = int(event.get("start_epoch", 0)), 0, None, time.time()
+            elif kind == "batch":
+                job.epoch, job.batch, job.n_batches = event["epoch"] + 1, event["batch"], event["n_batches"]
+                job.eta_s = float(event["eta_s"])
+                job.losses.append({"run": idx, "sampler": sampler, "x": event["epoch"] + event["batch"] / event["n_batches"],
+                                   "loss": float(event["loss"])})
+                if len(job.losses) > MAX_POINTS:
+                    job.losses = job.losses[::2]
+            elif kind == "epoch":
+                rec = event["record"]
+                job.valid.append({"run": idx, "sampler": sampler, "epoch": int(rec["epoch"]),
+                                  "loss": rec.get("loss"), "valid_recall@20": rec.get("valid_recall@20"),
+                                  "ood_recall@20": rec.get("ood_recall@20")})
+
+    def _run(self, job: Job) -> None:
+        with self._slots:
+            if job.stop_event.is_set():
+                with job.lock:
+                    job.status, job.message, job.ended = "stopped", "stopped before it started", time.time()
+                return
+            with job.lock:
+                job.status = "running"
+            store_ = RunStore(job.store_root)
+            failures: list[str] = []
+            data_cache: dict = {}
+            for idx, cfg in enumerate(job.configs):
+                if job.stop_event.is_set():
+                    break
+                with job.lock:
+                    job.current, job.epoch, job.batch, job.eta_s = idx, 0, 0, None
+                callback = lambda ev, i=idx, s=cfg.sampler: self._on_event(job, i, s, ev)  # noqa: E731
+                n_created = len(job.run_ids)
+                try:
+                    if job.resume_id:
+                        _, res = resume_run(job.resume_id, store_, [callback], job.stop_event.is_set)
+                        rid = job.resume_id
+                    else:
+                        key = (cfg.dataset, cfg.shift, cfg.data_seed)
+                        if key not in data_cache:
+                            data_cache[key] = load_dataset(*key[:2], seed=key[2])
+                        rid, res = train_and_store(cfg, store_, [callback], job.stop_event.is_set,
+                                                   data=data_cache[key], on_created=self._created(job))
+                    outcome = {"run_id": rid, "sampler": cfg.sampler, "status": res.status, "message": res.message}
+                except Exception as exc:  # shown to the user; the run (if created) is marked failed
+                    if isinstance(exc, (ValueError, RuntimeError)):  # the engine's one-sentence errors
+                        msg = str(exc)
+                    else:  # a bug: the traceback goes to the server log, the user sees its last line
+                        _log.exception("training job %s failed", job.job_id)
+                        msg = f"{type(exc).__name__}: {exc}"
+                    failures.append(f"{cfg.sampler}: {msg}")
+                    created = job.resume_id or (job.run_ids[n_created] if len(job.run_ids) > n_created else None)
+                    outcome = {"run_id": created,
+                               "sampler": cfg.sampler, "status": "failed", "message": msg}
+                with job.lock:
+                    job.outcomes.append(outcome)
+            with job.lock:
+                job.ended = time.time()
+                if failures:
+                    job.status, job.message = "failed", "; ".join(failures)
+                elif job.stop_event.is_set():
+                    job.status, job.message = "stopped", "stopped by request; what was trained is kept"
+                else:
+                    job.status = "finished"
+                    job.message = f"{len(job.outcomes)} run(s) done in {job.ended - job.created:.0f} s"
+
+    @staticmethod
+    def _created(job: Job):
+        def on_created(run_id: str) -> None:
+            with job.lock:
+                job.run_ids.append(run_id)
+        return on_created
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating…"
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def job_progress_text(job: dict) -> str:
+    if job["status"] == "queued":
+        return "queued: waiting for another training job to finish"
+    if job["status"] != "running":
+        return f"{job['status']}: {job['message']}"
+    which = job["samplers"][job["current"]] if job["samplers"] else "?"
+    return (f"run {job['current'] + 1}/{job['n_runs']} ({which}) · epoch {job['epoch']}/{job['epochs']} "
+            f"· batch {job['batch']}/{job['n_batches']} · ETA {format_eta(job['eta_s'])}")
