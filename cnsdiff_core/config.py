@@ -19,6 +19,12 @@ DEVICES = ("auto", "cpu", "cuda")
 TEST_EVALS = ("every-epoch", "selected")
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """repr() for an error message, cut to `limit` characters (a value can be a whole document)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the field, the value and what is allowed."""
 
@@ -115,7 +121,7 @@ class TrainConfig:
     def validate(self) -> None:
         def need(cond: bool, name: str, allowed: str) -> None:
             if not cond:
-                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: {allowed}.")
+                raise ConfigError(f"{name}={_show(getattr(self, name))} is invalid: {allowed}.")
 
         need(self.sampler in SAMPLERS, "sampler", f"use one of {', '.join(SAMPLERS)}")
         need(self.schedule in SCHEDULES, "schedule", f"use one of {', '.join(SCHEDULES)}")
@@ -163,7 +169,7 @@ class TrainConfig:
         clean: dict[str, Any] = {}
         for key, value in updates.items():
             if key not in known:
-                raise ConfigError(f"unknown setting {key!r}; see `python -m cnsdiff_core train --help-settings`.")
+                raise ConfigError(f"unknown setting {_show(key)}; see `python -m cnsdiff_core train --help-settings`.")
             clean[key] = _coerce(known[key], value)
         return dataclasses.replace(self, **clean)
 
@@ -216,7 +222,7 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
                 raise ValueError
             out = int(float(value)) if isinstance(value, str) else int(value)
             if abs(out) > 10**9:
-                raise ConfigError(f"{name}={value!r} is too large; use a value below 1e9.")
+                raise ConfigError(f"{name}={_show(value)} is too large; use a value below 1e9.")
             return out
         if typ == "float":
             out = float(value)
@@ -229,7 +235,7 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     except ConfigError:
         raise
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{name}={value!r} is not a valid {typ}; give a {typ} value.") from None
+        raise ConfigError(f"{name}={_show(value)} is not a valid {typ}; give a {typ} value.") from None
 
 
 # Presets: partial overrides of the defaults. `paper` = correct method with the paper's numbers
@@ -273,7 +279,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset_config(name: str, **overrides: Any) -> TrainConfig:
     if name not in PRESETS:
-        raise ConfigError(f"preset {name!r} is unknown; use one of {', '.join(PRESETS)}.")
+        raise ConfigError(f"preset {_show(name)} is unknown; use one of {', '.join(PRESETS)}.")
     return TrainConfig(preset=name).with_updates(**PRESETS[name]).with_updates(**overrides)
 
 
@@ -282,10 +288,10 @@ def parse_set_args(items: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r} has no '='; write it as key=value.")
+            raise ConfigError(f"--set {_show(item)} has no '='; write it as key=value.")
         key, value = item.split("=", 1)
         if not key.strip():
-            raise ConfigError(f"--set {item!r} has an empty key; write it as key=value.")
+            raise ConfigError(f"--set {_show(item)} has an empty key; write it as key=value.")
         out[key.strip()] = value.strip()
     return out
 

@@ -58,3 +58,14 @@ def test_bad_set_syntax_and_json():
         TrainConfig.from_json(json.dumps([1, 2]))
     with pytest.raises(ConfigError, match="preset 'x' is unknown"):
         preset_config("x")
+
+
+def test_an_enormous_value_is_cut_short_in_the_message():
+    calls = [lambda: TrainConfig.from_json(json.dumps({"sampler": "x" * 5000})),
+             lambda: TrainConfig.from_json(json.dumps({"test_eval": [{"a": ["b" * 50] * 20}]})),
+             lambda: TrainConfig().with_updates(**{"y" * 3000: 1}),
+             lambda: parse_set_args(["z" * 3000])]
+    for call in calls:
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert len(str(info.value)) < 200 and "…" in str(info.value)
