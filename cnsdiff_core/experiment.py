@@ -56,13 +56,26 @@ def result_row(cfg, res) -> dict:
             "s_per_epoch": train_s / max(len(res.history), 1), "fhn": fhn, "status": res.status, **res.metrics}
 
 
+ROW_ORDER = ("mostpop", "rns", "pns", "dns", "mixgcf", "ahns", "cnsdiff")
+PRESET_ORDER = ("-", "baseline", "tuned", "paper", "reference")
+
+
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread (population std) over seeds per sampler/preset, in a fixed row order:
+    MostPop, the baselines, then CNSDiff's presets and variants."""
     cols = [c for c in (*METRICS, "fhn", "s_per_epoch", "best_epoch") if c in frame]
     g = frame.groupby(["sampler", "preset"], sort=False)
     mean = g[cols].mean()
     std = g[cols].std(ddof=0).add_suffix("_std")
     out = pd.concat([mean, std, g.size().rename("seeds")], axis=1).reset_index()
-    return out
+
+    def rank(row) -> tuple:
+        s, p = str(row["sampler"]), str(row["preset"])
+        return (ROW_ORDER.index(s) if s in ROW_ORDER else len(ROW_ORDER),
+                PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER), p)
+
+    order = sorted(range(len(out)), key=lambda i: rank(out.iloc[i]))
+    return out.iloc[order].reset_index(drop=True)
 
 
 def improvement(summary: pd.DataFrame, metric: str = "ood_recall@20", method: str = "cnsdiff") -> dict:
@@ -119,10 +132,12 @@ def run_experiment(dataset: str, samplers: list[str], seeds: int = 1, shift: str
     from .runs import RunStore, train_and_store
 
     overrides = dict(overrides or {})
+    if "mostpop" in samplers:  # asked for by name: the MostPop row (no training), whatever with_mostpop says
+        with_mostpop, samplers = True, [s for s in samplers if s != "mostpop"]
     data = load_dataset(dataset, shift, seed=int(overrides.get("data_seed", 0)))
     store = RunStore(runs_dir) if runs_dir else RunStore()
     jobs = [(s, preset) for s in samplers]
-    if with_reference and "cnsdiff" in samplers:
+    if with_reference and "cnsdiff" in samplers and preset != "reference":
         jobs.append(("cnsdiff", "reference"))
     rows = [mostpop_row(data)] if with_mostpop else []
     for sampler, pre in jobs:

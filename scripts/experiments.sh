@@ -20,6 +20,7 @@ jobs_file=$(mktemp)
 # main rows of every dataset first, then the CNSDiff knob sweep (so a time limit cuts the sweep)
 for ds in "$@"; do
   [ "$MAIN" = 1 ] || continue
+  echo "$ds mostpop tuned mostpop" >> "$jobs_file"
   for s in rns pns dns mixgcf ahns; do
     echo "$ds $s tuned baseline" >> "$jobs_file"
   done

@@ -1,0 +1,60 @@
+"""The results table: every sampler with the same budget, MostPop as the floor, seeds summarized."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from cnsdiff_core.experiment import improvement, run_experiment, summarize, table_from_csvs
+
+SMALL = {"epochs": 2, "dim": 16, "batch_size": 1024, "probe_triples": 64, "patience": 0, "test_eval": "selected"}
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("exp-runs")
+    return run_experiment("sample", ["cnsdiff", "mostpop", "rns"], seeds=2, device="cpu", preset="demo",
+                          overrides=SMALL, with_reference=False, runs_dir=str(runs), with_mostpop=False)
+
+
+def test_every_sampler_and_seed_is_a_row_and_mostpop_comes_first(table):
+    f = table.frame
+    assert f.groupby("sampler").size().to_dict() == {"mostpop": 1, "rns": 2, "cnsdiff": 2}
+    assert list(table.summary["sampler"]) == ["mostpop", "rns", "cnsdiff"]
+    assert (f[f.sampler != "mostpop"]["epochs_run"] == 2).all()
+    for col in ("valid_recall@20", "iid_recall@20", "ood_recall@20", "ood_ndcg@10"):
+        assert f[col].between(0, 1).all(), col
+    # two seeds: different models, so a spread, shown as mean ± std in the markdown
+    rns = table.summary.set_index("sampler").loc["rns"]
+    assert rns["seeds"] == 2 and rns["ood_recall@20_std"] >= 0
+    assert "±" in table.markdown and "| mostpop |" in table.markdown
+
+
+def test_mostpop_row_is_the_popularity_ranking(table):
+    mp = table.frame[table.frame.sampler == "mostpop"].iloc[0]
+    assert mp["epochs_run"] == 0 and np.isnan(mp["fhn"])
+    assert 0 < mp["iid_recall@20"] < 1
+
+
+def test_improvement_picks_cnsdiff_on_validation_and_the_best_baseline_on_the_metric():
+    summary = pd.DataFrame([
+        {"sampler": "rns", "preset": "baseline", "valid_recall@20": 0.30, "ood_recall@20": 0.10},
+        {"sampler": "ahns", "preset": "baseline", "valid_recall@20": 0.20, "ood_recall@20": 0.12},
+        {"sampler": "cnsdiff", "preset": "tuned", "valid_recall@20": 0.31, "ood_recall@20": 0.09},
+        {"sampler": "cnsdiff", "preset": "paper", "valid_recall@20": 0.25, "ood_recall@20": 0.20},
+        {"sampler": "cnsdiff", "preset": "reference", "valid_recall@20": 0.40, "ood_recall@20": 0.30},
+    ])
+    imp = improvement(summary)
+    # tuned wins validation (the reference row never counts), AHNS is best on the OOD metric
+    assert imp["ours_preset"] == "tuned" and imp["best_baseline"] == "ahns"
+    assert imp["relative"] == pytest.approx(0.09 / 0.12 - 1)
+
+
+def test_csvs_from_parallel_jobs_merge_into_one_table(table, tmp_path):
+    f = table.frame
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    f[f.sampler != "cnsdiff"].to_csv(a, index=False)
+    f[f.sampler == "cnsdiff"].to_csv(b, index=False)
+    merged = table_from_csvs([b, a, a])  # repeated file: rows are not counted twice
+    assert len(merged.frame) == len(f)
+    assert list(merged.summary["sampler"]) == ["mostpop", "rns", "cnsdiff"]
+    assert np.allclose(merged.summary.select_dtypes("number").to_numpy(dtype=float),
+                       summarize(f).select_dtypes("number").to_numpy(dtype=float), equal_nan=True)
