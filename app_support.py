@@ -444,18 +444,51 @@ def form_value(cfg: TrainConfig, name: str) -> Any:
 
 
 def build_configs(preset: str, samplers: list[str], values: dict[str, Any], dataset: str,
-                  shift: str | None, device: str) -> list[TrainConfig]:
-    """One TrainConfig per sampler from the form's values. Raises ConfigError (one sentence).
-    The run is labelled with the preset when every value equals the preset's, else 'custom'."""
+                  shift: str | None, device: str, seeds: int = 1) -> list[TrainConfig]:
+    """One TrainConfig per sampler and seed from the form's values (seeds seed, seed+1, ...).
+    Raises ConfigError (one sentence). The run is labelled with the preset when every value
+    equals the preset's, else 'custom'."""
     from cnsdiff_core.config import ConfigError
 
     if not samplers:
         raise ConfigError("no sampler is selected; pick at least one sampler to train.")
+    if not 1 <= int(seeds) <= MAX_SEEDS:
+        raise ConfigError(f"seeds={seeds} is out of range; train 1 to {MAX_SEEDS} seeds per sampler.")
     base = base_config(preset)
     cfg = base.with_updates(dataset=dataset, shift=shift, device=device, **values)
     same = all(getattr(cfg, k) == getattr(base, k) for k in values)
     label = preset if (same and preset in PRESETS) else "custom"
-    return [cfg.with_updates(sampler=s, preset=label) for s in samplers]
+    return [cfg.with_updates(sampler=s, preset=label, seed=cfg.seed + k) for s in samplers for k in range(int(seeds))]
+
+
+MAX_SEEDS = 10
+# settings that do not change what a run learns: runs that differ only in these (and the seed)
+# are repetitions of one experiment
+NOT_THE_EXPERIMENT = ("seed", "device", "cpu_threads", "max_seconds", "eval_batch_users", "snapshot_epochs",
+                      "test_eval", "preset")
+
+
+def experiment_key(config: dict) -> str:
+    """Runs with the same key are the same experiment with different seeds."""
+    kept = {k: v for k, v in sorted(config.items()) if k not in NOT_THE_EXPERIMENT}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def seed_summary(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Mean and spread (population std) of each metric over runs that differ only in the seed,
+    for experiments with at least two finished runs. One row per experiment."""
+    done = frame[frame["status"].isin(["finished", "early-stopped"]) & frame["ood_recall@20"].notna()]
+    rows = []
+    for _, g in done.groupby("experiment", sort=False):
+        if len(g) < 2:
+            continue
+        first = g.iloc[0]
+        row = {"sampler": first["sampler"], "preset": first["preset"], "dataset": first["dataset"],
+               "shift": first["shift"], "seeds": len(g), "runs": ", ".join(g["run_id"])}
+        for m in metrics:
+            row[m] = f"{g[m].mean():.4f} ± {g[m].std(ddof=0):.4f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def prefill_train_form(updates: dict[str, Any]) -> None:
@@ -500,7 +533,7 @@ def newly_finished(jobs: list[dict], state_key: str) -> bool:
 
 
 # --- tables -------------------------------------------------------------------------------------------
-METRIC_COLUMNS = [f"{split}_{m}@{k}" for split in ("iid", "ood") for k in (10, 20)
+METRIC_COLUMNS = ["valid_recall@20"] + [f"{split}_{m}@{k}" for split in ("iid", "ood") for k in (10, 20)
                   for m in ("recall", "ndcg", "precision", "hit")] + \
                  ["iid_rec_pop@20", "ood_rec_pop@20", "iid_tail_share@20", "ood_tail_share@20"]
 
@@ -513,16 +546,17 @@ def _runs_frame(root: str, signature: tuple) -> pd.DataFrame:
         status_file = run_status_file(info)
         row = {"run_id": info.run_id, "status": info.status, "reason": info.message,
                "dataset": c.get("dataset", ""), "shift": c.get("shift") or _stored_shift(info),
-               "sampler": c.get("sampler", ""),
+               "sampler": c.get("sampler", ""), "seed": c.get("seed"),
                "preset": c.get("preset", ""), "device": status_file.get("device", ""),
                "epochs": f.get("epochs_run", status_file.get("epochs_run")), "best_epoch": f.get("best_epoch"),
                "seconds": f.get("seconds"),
                "created": pd.Timestamp(info.created, unit="s", tz="UTC").tz_convert(None).floor("s")}
         for col in METRIC_COLUMNS:
             row[col] = f.get(col)
+        row["experiment"] = experiment_key(c)
         rows.append(row)
-    cols = ["run_id", "status", "reason", "dataset", "shift", "sampler", "preset", "device", "epochs",
-            "best_epoch", "seconds", "created", *METRIC_COLUMNS]
+    cols = ["run_id", "status", "reason", "dataset", "shift", "sampler", "seed", "preset", "device", "epochs",
+            "best_epoch", "seconds", "created", *METRIC_COLUMNS, "experiment"]
     return pd.DataFrame(rows, columns=cols)
 
 

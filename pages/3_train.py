@@ -57,9 +57,14 @@ with top[2]:
 
 comments, types = sup.field_comments(), sup.field_types()
 with st.form("train_form", border=True):
-    samplers = st.multiselect("Samplers", list(SAMPLERS), default=["cnsdiff"], key="train_samplers",
-                              format_func=lambda s: LABELS.get(s, s), persist_state="session",
-                              help="Each sampler becomes its own run; pick several to compare them.")
+    pick, reps = st.columns([4, 1])
+    samplers = pick.multiselect("Samplers", list(SAMPLERS), default=["cnsdiff"], key="train_samplers",
+                                format_func=lambda s: LABELS.get(s, s), persist_state="session",
+                                help="Each sampler becomes its own run; pick several to compare them.")
+    seeds = reps.number_input("Seeds per sampler", 1, sup.MAX_SEEDS, 1, step=1, key="train_seeds",
+                              persist_state="session",
+                              help="Train each sampler with seeds seed, seed+1, ...; Compare runs then shows "
+                                   "the mean and spread over them.")
     for i, (group, names) in enumerate(GROUPS.items()):
         with st.expander(group, expanded=i == 0):
             cols = st.columns(4)
@@ -82,12 +87,14 @@ if submitted:
     values = {f: st.session_state[k] for f, k in KEYS.items()}
     try:
         configs = sup.build_configs(st.session_state["train_preset"], samplers, values, name, shift,
-                                    st.session_state.get("train_device", "auto"))
+                                    st.session_state.get("train_device", "auto"), seeds=int(seeds))
     except ConfigError as exc:
         st.error(str(exc))
     else:
-        job_id = manager.submit(configs, title=f"{', '.join(c.sampler for c in configs)} · "
-                                               f"{configs[0].preset} · {sup.dataset_label(name)}/{shift}")
+        names = list(dict.fromkeys(c.sampler for c in configs))
+        reps = f" × {int(seeds)} seeds" if int(seeds) > 1 else ""
+        job_id = manager.submit(configs, title=f"{', '.join(names)}{reps} · {configs[0].preset} · "
+                                               f"{sup.dataset_label(name)}/{shift}")
         sup.remember_job(job_id)
         st.success(f"Started {len(configs)} run(s) in the background; you can leave this page.")
 

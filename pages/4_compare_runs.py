@@ -21,6 +21,7 @@ if frame.empty:
 name, shift = sup.current_dataset(), sup.current_shift()
 only_here = st.toggle(f"Only runs on {sup.dataset_label(name)} / {shift}", key="compare_only_here", value=False)
 table = frame[(frame["dataset"] == name) & (frame["shift"].isin([shift, ""]))] if only_here else frame
+table = table.drop(columns=["experiment"])
 st.dataframe(table, hide_index=True, key="compare_table",
              column_config={c: st.column_config.NumberColumn(c, format="%.4f") for c in sup.METRIC_COLUMNS}
              | {"seconds": st.column_config.NumberColumn("seconds", format="%.0f")})
@@ -29,6 +30,14 @@ st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name
 bad = frame[frame["status"].isin(["damaged", "failed", "interrupted"])]
 if not bad.empty:
     st.caption(f"{len(bad)} run(s) are damaged, failed or interrupted; the reason is in the table.")
+
+repeated = sup.seed_summary(frame[frame["run_id"].isin(table["run_id"])],
+                            ["valid_recall@20", "iid_recall@20", "ood_recall@20", "ood_ndcg@20"])
+if not repeated.empty:
+    st.subheader("Repeated runs: mean ± spread over seeds")
+    st.caption("Runs whose settings differ only in the seed (finished or early-stopped), summarized. "
+               "A difference between two samplers smaller than these spreads may not survive another seed.")
+    st.dataframe(repeated, hide_index=True, key="compare_seeds")
 
 usable = frame[frame["status"].isin(["finished", "early-stopped", "stopped"]) & frame["ood_recall@20"].notna()]
 labels = {r.run_id: f"{r.run_id} · {r.sampler}" for r in usable.itertuples()}

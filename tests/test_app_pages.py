@@ -217,9 +217,10 @@ def test_another_page_can_prefill_the_train_form(store_root):
     assert any("schedule=linear" in i.value for i in at.info)
 
 
-def _start_from_form(at: AppTest, epochs: int) -> None:
+def _start_from_form(at: AppTest, epochs: int, seeds: int = 1) -> None:
     at.selectbox(key="train_preset").set_value("demo").run()
     at.multiselect(key="train_samplers").set_value(["rns"])
+    at.number_input(key="train_seeds").set_value(seeds)
     at.number_input(key="cfg_epochs").set_value(epochs)
     at.number_input(key="cfg_probe_triples").set_value(64)
     at.radio(key="train_device").set_value("cpu")
@@ -231,15 +232,17 @@ def test_train_form_starts_a_background_job_that_stores_a_run(store_root):
     root, _ = store_root
     before = {r.run_id for r in store_infos(root)}
     at = open_page("pages/3_train.py")
-    _start_from_form(at, epochs=2)
-    assert any("Started 1 run" in s.value for s in at.success)
+    _start_from_form(at, epochs=2, seeds=2)
+    assert any("Started 2 run" in s.value for s in at.success)
 
     def finished():
         new = [r for r in store_infos(root) if r.run_id not in before]
-        return new and new[0].status == "finished"
+        return len(new) == 2 and all(r.status == "finished" for r in new)
 
-    wait_until(at, finished, what="the form's run to finish")
-    new = [r for r in store_infos(root) if r.run_id not in before][0]
+    wait_until(at, finished, what="the form's two runs to finish")
+    both = [r for r in store_infos(root) if r.run_id not in before]
+    assert sorted(r.config["seed"] for r in both) == [0, 1]  # seeds seed, seed+1
+    new = both[0]
     assert new.config["sampler"] == "rns" and new.config["epochs"] == 2 and new.config["probe_triples"] == 64
     assert new.config["preset"] == "custom"  # the epochs differ from the demo preset
     assert new.final["epochs_run"] == 2 and new.final["ood_recall@20"] > 0
@@ -303,6 +306,13 @@ def test_compare_lists_runs_trained_in_the_test_and_damaged_ones(store_root):
     assert "Wilcoxon p-value" in labels and "Users paired" in labels
     p = float({m.label: m.value for m in at.metric}["Wilcoxon p-value"])
     assert 0.0 <= p <= 1.0
+    # the two module runs differ only in the seed: one repeated experiment, mean ± spread
+    seeds = table_with(at, "seeds")
+    row = seeds[seeds["runs"].str.contains(ids[0]) & seeds["runs"].str.contains(ids[1])].iloc[0]
+    assert row["seeds"] == 2 and row["sampler"] == "rns"
+    mean, spread = (float(x) for x in row["ood_recall@20"].split(" ± "))
+    vals = table.loc[ids, "ood_recall@20"]
+    assert mean == pytest.approx(vals.mean(), abs=1e-4) and spread == pytest.approx(vals.std(ddof=0), abs=1e-4)
 
 
 def test_resume_of_a_run_without_checkpoint_fails_with_a_message(store_root):
