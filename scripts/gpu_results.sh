@@ -14,6 +14,7 @@ CNSDIFF_RUNS=/tmp/gpu_check_runs timeout -k 5 "${CHECK_SECONDS:-270}" bash scrip
 timeout -k 5 "${BENCH_SECONDS:-60}" $PYTHON -m cnsdiff_core bench --device cuda --epochs 2 2>&1 | tee "$OUT/bench_gpu.txt"
 EXP=/tmp/exp
 DEVICE=cuda JOBS=${JOBS:-12} EPOCHS=${EPOCHS:-60} MAX_SECONDS=${MAX_SECONDS:-100} \
+  PATIENCE=${PATIENCE:-10} TEST_EVAL=${TEST_EVAL:-selected} SEEDS=${SEEDS:-1} \
   timeout -k 5 "${EXP_SECONDS:-300}" bash scripts/experiments.sh "$EXP" food yelp2018 kuairec > "$OUT/experiments.log" 2>&1
 (cd "$EXP" && find runs -name '*.csv' -o -name '*.json' | tar czf "$OUT/experiments.tgz" csv logs -T -)
 ls -la "$OUT"
