@@ -50,8 +50,9 @@ def synthesize_candidates(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.
     noise: (S, B, d) standard normal, one draw per step (from the caller, for reproducibility).
     On CUDA all S chains run as one (S*B, d) batch, one denoiser call per reverse step (few, large
     kernels); a chain that has reached its stop keeps its state. On CPU an eval-mode denoiser runs
-    each chain on its own with the layers folded into a few in-place operations (`_cpu_chain`),
-    so a chain's state stays in cache. Both give what reverse_chain gives for each step.
+    each chain on its own with the layers folded into a few in-place operations
+    (`_cpu_candidates`), so a chain's state stays in cache. Both give what reverse_chain gives for
+    each step (with posterior_noise: the same distribution, from different draws).
     """
     if z0.device.type == "cpu" and not denoiser.training:
         return _cpu_candidates(denoiser, sched, z0, steps, stops, noise, user, reverse_from_T,
