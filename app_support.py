@@ -378,7 +378,12 @@ def device_info() -> dict:
     reason = "" if cuda else (
         "no CUDA GPU is visible to torch (torch.cuda.is_available() is False"
         + ("; this torch is a CPU build" if torch.version.cuda is None else "") + ")")
-    return {"label": device_label(resolve_device("auto")), "cuda": cuda, "reason": reason}
+    if cuda:
+        label = device_label(resolve_device("auto"))
+    else:  # what a run will use (the cpu_threads setting), not what torch happens to use now
+        n = TrainConfig().cpu_threads or torch.get_num_threads()
+        label = f"cpu, {n} training thread{'s' if n != 1 else ''} of {os.cpu_count()} cores"
+    return {"label": label, "cuda": cuda, "reason": reason}
 
 
 # --- the train form --------------------------------------------------------------------------------

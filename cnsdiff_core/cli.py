@@ -130,7 +130,7 @@ def cmd_train(args) -> int:
     data = load_dataset(configs[0].dataset, configs[0].shift, seed=configs[0].data_seed)
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
-    device = device_label(resolve_device(configs[0].device))
+    device = device_label(resolve_device(configs[0].device), configs[0].cpu_threads)
     for cfg in configs:
         cfg = dataclasses.replace(cfg, shift=data.shift)
         progress = _Progress(f"[{cfg.sampler}]").for_epochs(cfg.epochs)

@@ -39,10 +39,13 @@ def resolve_device(pref: str = "auto") -> torch.device:
     return torch.device(pref)
 
 
-def device_label(device: torch.device) -> str:
+def device_label(device: torch.device, cpu_threads: int | None = None) -> str:
+    """'cuda (<GPU name>)' or 'cpu (N threads)'; cpu_threads: what a run will use (0 = torch's
+    default), else what torch uses now."""
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    n = cpu_threads or torch.get_num_threads()
+    return f"cpu ({n} thread{'s' if n != 1 else ''})"
 
 
 def seed_everything(seed: int) -> None:
