@@ -40,6 +40,7 @@ if [ "$VARIANTS" = 1 ]; then
     echo "$ds cnsdiff tuned tuned+usercond condition_on_user=true" >> "$jobs_file"
     echo "$ds cnsdiff tuned tuned+mixflat mix_a0=1 mix_b0=1" >> "$jobs_file"
     echo "$ds cnsdiff tuned tuned+nocl cl_weight=0" >> "$jobs_file"
+    echo "$ds cnsdiff tuned tuned+stride8 hard_stride=8" >> "$jobs_file"
   done
 fi
 run_job() {
