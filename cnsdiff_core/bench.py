@@ -58,9 +58,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_one(data, sampler: str, preset: str, epochs: int, device: str) -> dict:
+def bench_one(data, sampler: str, preset: str, epochs: int, device: str, threads: int | None = None) -> dict:
+    extra = {} if threads is None else {"cpu_threads": threads}
     cfg = preset_config(preset, sampler=sampler, dataset=data.name, epochs=max(epochs, 1), patience=0,
-                        device=device)
+                        device=device, **extra)
     trainer = Trainer(cfg, data)
     trainer.setup()
     trainer.profile = True
@@ -92,22 +93,23 @@ def bench_one(data, sampler: str, preset: str, epochs: int, device: str) -> dict
             "phases": phases, "flops": flops}
 
 
-def run_bench(datasets=("food", "yelp2018"), epochs: int = 2, device: str = "auto") -> Iterator[str]:
+def run_bench(datasets=("food", "yelp2018"), epochs: int = 2, device: str = "auto",
+              threads: int | None = None) -> Iterator[str]:
     from .data import load_dataset
 
     dev = resolve_device(device)
     if dev.type == "cpu":  # measure the peak with the thread count training will use
         from .config import TrainConfig
 
-        threads = TrainConfig().cpu_threads
-        if threads > 0:
-            torch.set_num_threads(threads)
+        n = TrainConfig().cpu_threads if threads is None else threads
+        if n > 0:
+            torch.set_num_threads(n)
     gflops = matmul_gflops(dev)
     yield f"device: {device_label(dev)}; measured fp32 matmul throughput {gflops:.1f} GFLOP/s"
     yield f"time per epoch = mean over {epochs} epoch(s) after one warm-up epoch; evaluation = valid + IID + OOD full ranking"
     for name in datasets:
         data = load_dataset(name)
-        rows = [bench_one(data, "rns", "tuned", epochs, device), bench_one(data, "cnsdiff", "tuned", epochs, device)]
+        rows = [bench_one(data, s, "tuned", epochs, device, threads) for s in ("rns", "cnsdiff")]
         rns, cns = rows
         yield ""
         yield f"== {name}: {data.n_users} users, {data.n_items} items, {len(data.train)} training interactions"

@@ -229,7 +229,8 @@ def cmd_bench(args) -> int:
     from .bench import run_bench, run_scale
 
     lines = (run_scale(sizes=[int(x) for x in args.scale.split(",")]) if args.scale else
-             run_bench(datasets=args.datasets.split(","), epochs=args.epochs, device=args.device))
+             run_bench(datasets=args.datasets.split(","), epochs=args.epochs, device=args.device,
+                       threads=args.threads))
     for line in lines:
         print(line, flush=True)
     return 0
@@ -307,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--datasets", default="food,yelp2018")
     b.add_argument("--epochs", type=int, default=2)
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--threads", type=int, default=None,
+                   help="CPU training threads (the cpu_threads setting; 0 = torch's default); default: the setting's default, 1")
     b.add_argument("--scale", metavar="USERS,...", help="instead: synthetic worlds with 100k items and "
                    "50 interactions per user for these user counts (e.g. 5000,10000,20000), on CPU")
     b.set_defaults(func=cmd_bench)

@@ -81,8 +81,8 @@ def test_datasets_lists_counts():
 
 
 def test_bench_prints_speed_ratio_and_where_the_time_goes():
-    out = cli("bench", "--datasets", "sample", "--epochs", "1", "--device", "cpu").stdout
-    assert "measured fp32 matmul throughput" in out
+    out = cli("bench", "--datasets", "sample", "--epochs", "1", "--device", "cpu", "--threads", "1").stdout
+    assert "measured fp32 matmul throughput" in out and "cpu (1 thread)" in out
     for sampler in ("rns", "cnsdiff"):
         line = next(l for l in out.splitlines() if l.startswith(sampler))
         assert "s/epoch" in line and "GFLOP/epoch" in line and "% of measured matmul throughput" in line
