@@ -155,3 +155,25 @@ def test_denoiser_loss_falls_when_trained(toy):
     for _ in range(200):
         s.update(ctx)
     assert loss_now() < 0.7 * before
+
+
+@pytest.mark.parametrize("temperature", [2.0, 0.2, 0.005])
+def test_contrastive_loss_equals_the_logsumexp_form(temperature):
+    # the fast form skips logsumexp's max subtraction where exp cannot overflow (|logit| <= 1/tau < 80)
+    import torch.nn.functional as F
+
+    from cnsdiff_core.samplers.cnsdiff import contrastive_loss
+
+    x = torch.randn(300, 16, requires_grad=True)
+    n = torch.randn(50, 16, requires_grad=True)
+    torch.manual_seed(0)
+    fast = contrastive_loss(x, n, temperature)
+    gx, gn = torch.autograd.grad(fast, (x, n))
+    torch.manual_seed(0)  # the same noise for the positive view
+    a = F.normalize(x, dim=-1)
+    pos = F.normalize(x + 0.01 * torch.randn_like(x), dim=-1)
+    ref = -((a * pos).sum(-1) / temperature).mean() + torch.logsumexp(
+        a @ F.normalize(n, dim=-1).T / temperature, dim=1).mean()
+    rx, rn = torch.autograd.grad(ref, (x, n))
+    assert torch.isfinite(fast) and torch.allclose(fast, ref, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(gx, rx, atol=1e-5) and torch.allclose(gn, rn, atol=1e-5)

@@ -128,5 +128,10 @@ def contrastive_loss(anchor: torch.Tensor, negatives: torch.Tensor, temperature:
     a = F.normalize(anchor, dim=-1)
     pos = F.normalize(anchor + 0.01 * torch.randn_like(anchor), dim=-1)
     pos_logit = (a * pos).sum(-1) / temperature  # (B,)
-    neg_logits = a @ F.normalize(negatives, dim=-1).T / temperature  # (B, N)
-    return -pos_logit.mean() + torch.logsumexp(neg_logits, dim=1).mean()
+    # 1/tau goes on the N negatives before the product instead of on the (B, N) logits
+    neg_logits = a @ (F.normalize(negatives, dim=-1) / temperature).T  # (B, N), each in [-1/tau, 1/tau]
+    if 1 / temperature < 80:  # exp cannot overflow float32: no max to subtract (the (B, N) passes it costs)
+        lse = neg_logits.exp().sum(1).log()
+    else:
+        lse = torch.logsumexp(neg_logits, dim=1)
+    return -pos_logit.mean() + lse.mean()
