@@ -121,3 +121,13 @@ def test_cpu_unrolled_synthesis_equals_the_batched_denoiser_path(condition_on_us
     assert fast.shape == (300, 5, 64)
     assert torch.allclose(fast, plain, atol=2e-5), (fast - plain).abs().max()
     assert not torch.allclose(fast[:, 0], fast[:, 4])  # the chains differ
+
+
+def test_denoiser_dropout_on_cpu_is_inverted_dropout():
+    den = Denoiser(8, 16, 64, 0.3)
+    h = torch.ones(50_000, 8)
+    out = den.train()._dropout(h)
+    kept = out > 0
+    assert abs(float(kept.float().mean()) - 0.7) < 0.01  # keeps 1 - p of the entries ...
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))  # ... scaled by 1 / (1 - p)
+    assert torch.equal(den.eval()._dropout(h), h)  # eval: identity

@@ -36,11 +36,19 @@ class Denoiser(nn.Module):
             nn.init.xavier_normal_(layer.weight)
             nn.init.normal_(layer.bias, std=0.001)
 
+    def _dropout(self, h: torch.Tensor) -> torch.Tensor:
+        p = self.dropout.p
+        if not self.training or p == 0 or h.device.type != "cpu":
+            return self.dropout(h)
+        # the same inverted dropout; on CPU a uniform draw and a comparison is about 3x faster than
+        # the bernoulli_ draw F.dropout makes (a third of the denoiser's update time)
+        return h * (torch.rand_like(h) >= p).to(h.dtype) * (1.0 / (1.0 - p))
+
     def forward(self, zt: torch.Tensor, t: torch.Tensor, user: torch.Tensor | None = None) -> torch.Tensor:
         # zt: (B, d); t: (B,) long; user: (B, d) or None.
         # Same maths as Linear(cat[h, W_t emb(t), u]) but the time part is computed once per step
         # value (a (t_max+1, hidden) table) instead of once per row: no (B, d+64) concatenation.
-        h = self.dropout(F.normalize(zt, dim=-1))
+        h = self._dropout(F.normalize(zt, dim=-1))
         d = zt.shape[-1]
         W = self.hidden.weight  # (H, d + time_dim [+ d])
         t_max = int(t.max()) if t.numel() else 0
