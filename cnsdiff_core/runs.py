@@ -3,6 +3,7 @@
 Layout of a run folder:
   config.json        the TrainConfig
   status.json        status (running | finished | stopped | early-stopped | failed), message, timing,
+                     the code that ran (git commit, uncommitted changes or not, torch version),
                      device, pid (a 'running' run whose process is gone is listed as 'interrupted')
   dataset.json       statistics, shift report and notes of the data it was trained on
   history.csv        one row per epoch: losses, valid / IID / OOD metrics, seconds
@@ -18,6 +19,7 @@ folder is created exclusively and never overwritten.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -349,6 +351,27 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict:
+    """What produced a run: the git commit of this checkout (None outside one), whether tracked
+    files had uncommitted changes, and the torch version."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    commit, dirty = None, None
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+            st = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=5)
+            dirty = bool(st.stdout.strip()) if st.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"commit": commit, "dirty": dirty, "torch": torch.__version__}
+
+
 class RunWriter:
     """A trainer callback that writes everything the app shows, as the run goes."""
 
@@ -359,13 +382,14 @@ class RunWriter:
         self.diag: list[dict] = []
         self.created = time.time()
         self.status: dict[str, Any] = {"status": "running", "message": "", "created": self.created,
-                                       "pid": os.getpid(), "device": "", "epochs_run": 0}
+                                       "pid": os.getpid(), "device": "", "epochs_run": 0, "code": code_version()}
         if resume:
             old = Run(RunInfo(self.run_id, self.path, "running", "", cfg.to_dict(), {}, self.created))
             self.history = old.history().to_dict("records")
             self.diag = old.diagnostics().to_dict("records")
             self.status |= {k: v for k, v in json.loads((self.path / "status.json").read_text()).items()
-                            if k in ("created", "device")}
+                            if k in ("created", "device", "code")}
+            self.status["resumed_code"] = code_version()
             self.status["status"] = "running"
             self.status["pid"] = os.getpid()
         else:

@@ -122,6 +122,15 @@ def test_run_store_round_trip_and_resume(toy, runs_dir):
     hist = store.load(run_id).history()
     assert list(hist["epoch"]) == [1, 2, 3, 4, 5, 6]
     assert store.info(run_id).status == "finished"
+    # the status records the code that ran it, and the code that resumed it
+    import json
+    import re
+
+    status = json.loads((store.info(run_id).path / "status.json").read_text())
+    for key in ("code", "resumed_code"):
+        code = status[key]
+        assert code["torch"] == torch.__version__
+        assert code["commit"] is None or re.fullmatch(r"[0-9a-f]{4,40}", code["commit"])
 
 
 def test_interrupted_and_damaged_runs_are_listed_not_raised(toy, runs_dir):
