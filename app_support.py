@@ -481,19 +481,20 @@ def experiment_key(config: dict) -> str:
 
 def seed_summary(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Mean and spread (population std) of each metric over runs that differ only in the seed,
-    for experiments with at least two finished runs. One row per experiment."""
+    for experiments with at least two finished runs (experiment.summarize per experiment key)."""
+    from cnsdiff_core.experiment import summarize
+
     done = frame[frame["status"].isin(["finished", "early-stopped"]) & frame["ood_recall@20"].notna()]
-    rows = []
-    for _, g in done.groupby("experiment", sort=False):
-        if len(g) < 2:
-            continue
-        first = g.iloc[0]
-        row = {"sampler": first["sampler"], "preset": first["preset"], "dataset": first["dataset"],
-               "shift": first["shift"], "seeds": len(g), "runs": ", ".join(g["run_id"])}
-        for m in metrics:
-            row[m] = f"{g[m].mean():.4f} ± {g[m].std(ddof=0):.4f}"
-        rows.append(row)
-    return pd.DataFrame(rows)
+    keys = ("experiment", "sampler", "preset", "dataset", "shift")  # the last four are fixed by the first
+    summary = summarize(done, by=keys)
+    summary = summary[summary["seeds"] >= 2]
+    if summary.empty:
+        return pd.DataFrame()
+    runs = done.groupby("experiment")["run_id"].agg(", ".join)
+    out = summary[list(keys[1:])].assign(seeds=summary["seeds"], runs=summary["experiment"].map(runs))
+    for m in metrics:
+        out[m] = [f"{v:.4f} ± {sd:.4f}" for v, sd in zip(summary[m], summary[f"{m}_std"])]
+    return out.reset_index(drop=True)
 
 
 def prefill_train_form(updates: dict[str, Any]) -> None:

@@ -60,11 +60,11 @@ ROW_ORDER = ("mostpop", "rns", "pns", "dns", "mixgcf", "ahns", "cnsdiff")
 PRESET_ORDER = ("-", "baseline", "tuned", "paper", "reference")
 
 
-def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread (population std) over seeds per sampler/preset, in a fixed row order:
-    MostPop, the baselines, then CNSDiff's presets and variants."""
+def summarize(frame: pd.DataFrame, by: tuple[str, ...] = ("sampler", "preset")) -> pd.DataFrame:
+    """Mean and spread (population std) over seeds per group (sampler/preset; `by` must include
+    both), in a fixed row order: MostPop, the baselines, then CNSDiff's presets and variants."""
     cols = [c for c in (*METRICS, "fhn", "s_per_epoch", "best_epoch") if c in frame]
-    g = frame.groupby(["sampler", "preset"], sort=False)
+    g = frame.groupby(list(by), sort=False, dropna=False)
     mean = g[cols].mean()
     std = g[cols].std(ddof=0).add_suffix("_std")
     out = pd.concat([mean, std, g.size().rename("seeds")], axis=1).reset_index()
