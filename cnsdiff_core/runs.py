@@ -375,7 +375,8 @@ def code_version() -> dict:
 class RunWriter:
     """A trainer callback that writes everything the app shows, as the run goes."""
 
-    def __init__(self, path: Path, cfg: TrainConfig, data_info: dict, resume: bool = False) -> None:
+    def __init__(self, path: Path, cfg: TrainConfig, data_info: dict, resume: bool = False,
+                 resume_epochs: int | None = None) -> None:
         self.path, self.cfg = Path(path), cfg
         self.run_id = self.path.name
         self.history: list[dict] = []
@@ -387,6 +388,14 @@ class RunWriter:
             old = Run(RunInfo(self.run_id, self.path, "running", "", cfg.to_dict(), {}, self.created))
             self.history = old.history().to_dict("records")
             self.diag = old.diagnostics().to_dict("records")
+            if resume_epochs is not None:
+                # a kill can land after an epoch's row was written but before its checkpoint: keep
+                # only the epochs the checkpoint covers, as training restarts after them
+                for name, rows in (("history.csv", self.history), ("diagnostics.csv", self.diag)):
+                    kept = [r for r in rows if int(r["epoch"]) <= resume_epochs]
+                    if len(kept) < len(rows):
+                        rows[:] = kept
+                        write_csv(self.path / name, kept)
             self.status |= {k: v for k, v in json.loads((self.path / "status.json").read_text()).items()
                             if k in ("created", "device", "code")}
             self.status["resumed_code"] = code_version()
@@ -494,9 +503,9 @@ def resume_run(run_id: str, store: RunStore | None = None, callbacks: Iterable =
         raise StoreError(f"run {run_id} has no checkpoint.pt; train it again instead.")
     cfg = run.config
     data = load_dataset(cfg.dataset, cfg.shift, seed=cfg.data_seed)
-    writer = RunWriter(info.path, cfg, {}, resume=True)
+    writer = RunWriter(info.path, cfg, {}, resume=True, resume_epochs=int(state.get("epoch", -1)) + 1)
     trainer = Trainer(cfg, data, [writer, *callbacks], should_stop)
-    best_record, best_state = _best_so_far(run, cfg)
+    best_record, best_state = _best_so_far(run, cfg)  # reads the history as the writer left it
     try:
         result = trainer.fit(resume_state=state, best_record=best_record, best_state=best_state)
     except Exception as exc:  # any failure is recorded on the run, then raised as it was

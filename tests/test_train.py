@@ -170,3 +170,30 @@ def test_test_eval_selected_scores_the_tests_once_with_the_selected_weights(toy)
 def test_test_eval_selected_is_refused_with_test_set_selection():
     with pytest.raises(ValueError, match="test_eval.*selection='ood-test'"):
         _cfg(preset="reference", sampler="cnsdiff", test_eval="selected")
+
+
+def test_resume_drops_epochs_written_after_the_last_checkpoint(toy, runs_dir):
+    # a kill between writing an epoch's history row and its checkpoint leaves one row too many
+    import pandas as pd
+
+    store = RunStore(runs_dir)
+    n = {"epochs": 0}
+
+    def count(ev):
+        n["epochs"] += ev["type"] == "epoch"
+
+    run_id, _ = train_and_store(_cfg(sampler="rns", epochs=5), store, [count], should_stop=lambda: n["epochs"] >= 2,
+                                data=toy)
+    path = store.info(run_id).path
+    hist = pd.read_csv(path / "history.csv")
+    assert list(hist["epoch"]) == [1, 2] and store.load(run_id).checkpoint()["epoch"] == 1  # 0-based: epoch 2
+    extra = hist.iloc[[-1]].assign(epoch=3)
+    pd.concat([hist, extra]).to_csv(path / "history.csv", index=False)  # epoch 3 written, never checkpointed
+    import cnsdiff_core.data as data_mod
+    saved = data_mod.load_dataset
+    data_mod.load_dataset = lambda *a, **k: toy
+    try:
+        resume_run(run_id, store)
+    finally:
+        data_mod.load_dataset = saved
+    assert list(store.load(run_id).history()["epoch"]) == [1, 2, 3, 4, 5]
