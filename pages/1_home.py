@@ -119,7 +119,7 @@ def show_result(infos: dict, where: str) -> None:
                    "n/a" if value is None else f"{value:.4f}", delta=delta, border=True,
                    help=f"run {info.run_id}, {info.status}")
     st.caption("One seed each, at a laptop budget: a gap of a few percent can flip with another seed "
-               "(train several seeds on Train; docs/RESULTS.md has three-seed tables on every dataset). "
+               "(train several seeds on Train; docs/RESULTS.md has three-seed tables). "
                "Open a run in the sidebar to explore it, or go on:")
     links = st.columns(5)
     links[0].page_link("pages/4_compare_runs.py", label="Compare runs", icon=":material/leaderboard:")
