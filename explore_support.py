@@ -54,6 +54,8 @@ def layer_style(key: str, steps: list[int]) -> tuple[str, str]:
     base, step = ex.sampler_key(key)
     if step >= 0:
         return step_colors(steps).get(step, sup.SYNTH_COLOR), "cross-open"
+    if step == ex.PRE_MIX:  # a vector sampler's candidate before mixing
+        return sup.sampler_color(base), "circle-x-open"
     if base in ex.SYNTHESIZING:
         return sup.sampler_color(base), SYNTH_SYMBOLS.get(base, "x")
     return sup.sampler_color(base), REAL_SYMBOLS.get(base, "circle")
@@ -61,7 +63,7 @@ def layer_style(key: str, steps: list[int]) -> tuple[str, str]:
 
 def series_colors(series: list[str]) -> dict[str, str]:
     """Colours for chart series named 'sampler' or 'sampler@s' (plus 'positive')."""
-    steps = sorted({ex.sampler_key(s)[1] for s in series if "@" in s})
+    steps = sorted({ex.sampler_key(s)[1] for s in series if "@" in s and ex.sampler_key(s)[1] >= 0})
     out = {}
     for s in series:
         if s == "positive":
@@ -93,6 +95,15 @@ def explorable_runs(cnsdiff_only: bool = False) -> list[RunInfo]:
             continue
         out.append(info)
     return out
+
+
+def best_epoch(run_id: str) -> int | None:
+    """The selected epoch of a stored run (None when it is not recorded)."""
+    for info in explorable_runs(False):
+        if info.run_id == run_id:
+            be = info.final.get("best_epoch")
+            return int(be) if be is not None else None
+    return None
 
 
 def pick_run(key: str, cnsdiff_only: bool = False, label: str = "Run") -> str | None:
@@ -492,19 +503,25 @@ def selected_rows(event: Any, registry: list[tuple[str, np.ndarray]]) -> dict[st
 
 
 def schedule_figure(curves: pd.DataFrame) -> go.Figure:
-    """beta_t, alphabar_t, SNR (log) and noise std per step for one or two schedules."""
-    fig = make_subplots(rows=2, cols=2, subplot_titles=("β_t", "ᾱ_t", "SNR_t = ᾱ/(1-ᾱ) (log)",
-                                                        "noise std √(1-ᾱ_t)"))
+    """beta_t, alphabar_t, SNR (log), noise std and the per-t loss weight (log) per step for one
+    or two schedules."""
+    cols = [c for c in ("beta", "alphabar", "snr", "noise_std", "loss_weight") if c in curves]
+    titles = {"beta": "β_t", "alphabar": "ᾱ_t", "snr": "SNR_t = ᾱ/(1-ᾱ) (log)", "noise_std": "noise std √(1-ᾱ_t)",
+              "loss_weight": "denoiser loss weight w(t), mean 1 (log)"}
+    n_rows = (len(cols) + 1) // 2
+    fig = make_subplots(rows=n_rows, cols=2, subplot_titles=[titles[c] for c in cols])
     colors = {"A": sup.OKABE_ITO["blue"], "B": sup.OKABE_ITO["vermillion"]}
     for label, sub in curves.groupby("schedule", sort=True):
-        for i, col in enumerate(("beta", "alphabar", "snr", "noise_std")):
+        for i, col in enumerate(cols):
             fig.add_trace(go.Scatter(x=sub["t"], y=sub[col], mode="lines+markers", name=f"schedule {label}",
                                      line={"color": colors.get(label, "#444"), "dash": "solid" if label == "A" else "dash"},
                                      marker={"size": 4}, legendgroup=label, showlegend=i == 0),
                           row=i // 2 + 1, col=i % 2 + 1)
     fig.update_yaxes(type="log", row=2, col=1)
+    if "loss_weight" in cols:
+        fig.update_yaxes(type="log", row=3, col=1)
     fig.update_xaxes(title_text="step t")
-    fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_layout(height=280 * n_rows, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
 
 
@@ -603,6 +620,43 @@ def confounding_over_store() -> pd.DataFrame:
     return _confounding(_root(), sig)
 
 
+def _rgba(color: str, alpha: float) -> str:
+    c = color.lstrip("#")
+    if len(c) != 6:
+        return color
+    return f"rgba({int(c[0:2], 16)}, {int(c[2:4], 16)}, {int(c[4:6], 16)}, {alpha})"
+
+
+def fhn_figure(shown: pd.DataFrame, metric: str, label: str, colors: dict[str, str], multi: bool,
+               with_null: bool) -> go.Figure:
+    """FHN-type curves per series (and run) over epochs, with Wilson 95% bands where the measure
+    has them; the pre-mix candidates dashed; with_null adds each vector series' matched null dotted."""
+    fig = go.Figure()
+    lo_c, hi_c = f"{metric}_lo", f"{metric}_hi"
+    for (run, series), d in shown.groupby(["run", "series"], sort=False):
+        d = d.sort_values("epoch")
+        color = colors.get(series, "#555555")
+        name = f"{series} · {run[-14:]}" if multi else series
+        premix = (d["vector"] == "pre-mix").any() if "vector" in d else False
+        if lo_c in d and d[lo_c].notna().any():
+            fig.add_trace(go.Scatter(x=np.concatenate([d["epoch"], d["epoch"][::-1]]),
+                                     y=np.concatenate([d[hi_c], d[lo_c][::-1]]), fill="toself",
+                                     fillcolor=_rgba(color, 0.15), line={"width": 0}, hoverinfo="skip",
+                                     showlegend=False, legendgroup=name))
+        fig.add_trace(go.Scatter(x=d["epoch"], y=d[metric], mode="lines+markers", name=name, legendgroup=name,
+                                 line={"color": color, "dash": "dash" if premix else "solid"},
+                                 customdata=np.stack([d.get(lo_c, d[metric]), d.get(hi_c, d[metric]),
+                                                      d["own_positive"]], axis=-1),
+                                 hovertemplate=f"{name}<br>epoch %{{x}}<br>{label} %{{y:.4f}}"
+                                               "<br>95% CI [%{customdata[0]:.4f}, %{customdata[1]:.4f}]"
+                                               "<br>collapse onto own positive %{customdata[2]:.3f}<extra></extra>"))
+        if with_null and d["fhn_null"].notna().any():
+            fig.add_trace(go.Scatter(x=d["epoch"], y=d["fhn_null"], mode="lines", name=f"{name} · matched null",
+                                     legendgroup=name, line={"color": color, "dash": "dot", "width": 1.5}))
+    fig.update_layout(height=440, legend={"orientation": "h", "y": -0.2}, xaxis_title="epoch", yaxis_title=label)
+    return fig
+
+
 def csv_bytes(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False).encode("utf-8")
 
@@ -610,4 +664,4 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
 __all__ = ["url_state", "pick_run", "pick_runs", "run_context", "denoiser", "map_job", "map_method_picker",
            "negatives_placed", "items_table", "trajectories", "placed_states", "trajectory_figure",
            "map_figure", "selected_rows", "schedule_figure", "RefitJob", "own_step_report",
-           "confounding_over_store", "csv_bytes", "layer_style", "series_colors", "step_colors"]
+           "confounding_over_store", "csv_bytes", "fhn_figure", "layer_style", "series_colors", "step_colors"]

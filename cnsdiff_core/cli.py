@@ -60,20 +60,13 @@ class _Progress:
 
 
 def run_summary(run_id: str, cfg, res, device: str) -> dict:
-    """The `--json` line: what a script needs from a finished run."""
-    import pandas as pd
+    """The `--json` line: what a script needs from a finished run (fhn: `diagnostics.fhn_summary`
+    at the selected epoch)."""
+    from .diagnostics import fhn_summary
 
     metrics = {split: {f"{m}@{k}": res.metrics.get(f"{split}_{m}@{k}") for m in ("recall", "ndcg", "precision", "hit")
                        for k in (10, 20)} for split in ("iid", "ood")}
-    diag = pd.DataFrame(res.diagnostics)
-    fhn = {}
-    if not diag.empty:
-        mine = diag[(diag["sampler"] == cfg.sampler) & (diag["step"] == -1)]
-        if not mine.empty:
-            last = mine.iloc[-1]
-            fhn = {"observed": float(last["fhn"]), "lift": float(last["fhn_lift"])}
-            if "fhn_true" in mine and pd.notna(last.get("fhn_true")):
-                fhn["true"] = float(last["fhn_true"])
+    fhn = fhn_summary(res.diagnostics, cfg.sampler, res.best_epoch)
     train_s = [r.get("train_seconds", 0.0) for r in res.history]
     return {"run_id": run_id, "dataset": cfg.dataset, "shift": cfg.shift, "sampler": cfg.sampler,
             "preset": cfg.preset, "device": device, "status": res.status, "epochs_run": res.epochs_run,

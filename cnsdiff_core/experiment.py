@@ -7,6 +7,7 @@ at the selected epoch, and training time.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .config import preset_config
+from .diagnostics import fhn_summary
 from .metrics import evaluate, popularity_scorer
 
 METRICS = ("valid_recall@20", "iid_recall@20", "iid_ndcg@20", "ood_recall@20", "ood_ndcg@20",
@@ -36,26 +38,28 @@ def mostpop_row(data, device="cpu") -> dict:
     row = {"sampler": "mostpop", "preset": "-", "seed": 0, "best_epoch": 0, "epochs_run": 0, "seconds": 0.0,
            "s_per_epoch": 0.0, "fhn": np.nan, "status": "finished"}
     for prefix, split in (("iid", data.test_iid), ("ood", data.test_ood), ("valid", data.valid)):
-        res = evaluate(popularity_scorer(pop, device), data.train, split, data.n_users, data.n_items, device,
+        seen = data.train if prefix == "valid" else data.test_mask()  # tests mask validation items too
+        res = evaluate(popularity_scorer(pop, device), seen, split, data.n_users, data.n_items, device,
                        popularity=pop)
         row |= {f"{prefix}_{k}": v for k, v in res.metrics.items()}
     return row
 
 
 def result_row(cfg, res) -> dict:
-    """One table row from a TrainResult: metrics at the selected epoch, FHN there, timing."""
-    diag = pd.DataFrame(res.diagnostics)
-    fhn = np.nan
-    if not diag.empty:
-        mine = diag[(diag["sampler"] == cfg.sampler) & (diag["step"] == -1)]
-        at = mine[mine["epoch"] == res.best_epoch]
-        fhn = float((at if not at.empty else mine.tail(1))["fhn"].iloc[0]) if not mine.empty else np.nan
+    """One table row from a TrainResult: metrics at the selected epoch, FHN there (the trained-on
+    negative with its Wilson interval, collapse share, pre-mix rate, matched null, truth), timing."""
+    f = fhn_summary(res.diagnostics, cfg.sampler, res.best_epoch)
+    ci = f.get("observed_ci") or [None, None]
+    fhn = {"fhn": f.get("observed"), "fhn_lo": ci[0], "fhn_hi": ci[1], "fhn_own_positive": f.get("own_positive"),
+           "fhn_synthesized": f.get("synthesized"), "fhn_null": f.get("null"), "fhn_true": f.get("true")}
+    fhn = {k: np.nan if v is None else v for k, v in fhn.items()}
     train_s = sum(r.get("train_seconds", 0.0) for r in res.history)
     return {"sampler": cfg.sampler, "preset": cfg.preset, "seed": cfg.seed, "best_epoch": res.best_epoch,
             "epochs_run": res.epochs_run, "seconds": res.seconds,
-            "s_per_epoch": train_s / max(len(res.history), 1), "fhn": fhn, "status": res.status, **res.metrics}
+            "s_per_epoch": train_s / max(len(res.history), 1), **fhn, "status": res.status, **res.metrics}
 
 
+FHN_COLUMNS = ("fhn", "fhn_lo", "fhn_hi", "fhn_own_positive", "fhn_synthesized", "fhn_null", "fhn_true")
 ROW_ORDER = ("mostpop", "rns", "pns", "dns", "mixgcf", "ahns", "cnsdiff")
 PRESET_ORDER = ("-", "baseline", "tuned", "paper", "reference")
 
@@ -63,7 +67,7 @@ PRESET_ORDER = ("-", "baseline", "tuned", "paper", "reference")
 def summarize(frame: pd.DataFrame, by: tuple[str, ...] = ("sampler", "preset")) -> pd.DataFrame:
     """Mean and spread (population std) over seeds per group (sampler/preset; `by` must include
     both), in a fixed row order: MostPop, the baselines, then CNSDiff's presets and variants."""
-    cols = [c for c in (*METRICS, "fhn", "s_per_epoch", "best_epoch") if c in frame]
+    cols = [c for c in (*METRICS, *FHN_COLUMNS, "s_per_epoch", "best_epoch") if c in frame]
     g = frame.groupby(list(by), sort=False, dropna=False)
     mean = g[cols].mean()
     std = g[cols].std(ddof=0).add_suffix("_std")
@@ -106,17 +110,24 @@ def to_markdown(summary: pd.DataFrame, title: str = "") -> str:
         return f"{v:.4f}" + (f" ± {s:.4f}" if row.get("seeds", 1) > 1 and not pd.isna(s) else "")
 
     head = ["sampler", "preset", "seeds", "valid R@20", "IID R@20", "IID N@20", "OOD R@20", "OOD N@20", "OOD R@10",
-            "OOD N@10", "FHN", "s/epoch", "sel. epoch"]
+            "OOD N@10", "FHN", "FHN pre-mix", "collapse", "s/epoch", "sel. epoch"]
     lines = [f"### {title}" if title else "", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for _, r in summary.iterrows():
-        fhn = "-" if pd.isna(r.get("fhn")) else f"{r['fhn']:.3f}"
+        def rate(c):
+            return "-" if pd.isna(r.get(c, np.nan)) else f"{r[c]:.3f}"
+        fhn = rate("fhn")
+        if fhn != "-" and int(r.get("seeds", 1)) == 1 and not pd.isna(r.get("fhn_lo", np.nan)):
+            fhn += f" [{r['fhn_lo']:.3f}, {r['fhn_hi']:.3f}]"
         spe = "-" if not r.get("s_per_epoch") else f"{r['s_per_epoch']:.2f}"
         be = "-" if not r.get("best_epoch") else f"{r['best_epoch']:.0f}"
         lines.append("| " + " | ".join([str(r["sampler"]), str(r["preset"]), str(int(r.get("seeds", 1))),
                                         cell(r, "valid_recall@20"), cell(r, "iid_recall@20"), cell(r, "iid_ndcg@20"), cell(r, "ood_recall@20"),
                                         cell(r, "ood_ndcg@20"), cell(r, "ood_recall@10"), cell(r, "ood_ndcg@10"),
-                                        fhn, spe, be]) + " |")
+                                        fhn, rate("fhn_synthesized"), rate("fhn_own_positive"), spe, be]) + " |")
+    lines += ["", "FHN: the negative that is trained on, at the selected epoch (Wilson 95% interval for one seed); "
+                  "FHN pre-mix: a vector sampler's candidate before mixing; collapse: share of negatives that "
+                  "resolve to the user's own training positive (nearest item by Euclidean distance, all items)."]
     imp = improvement(summary)
     if imp:
         lines += ["", f"CNSDiff ({imp['ours_preset']}, its best row on IID validation) vs the best baseline "
@@ -169,3 +180,23 @@ def table_from_csvs(paths: list[str | Path]) -> ExperimentTable:
     summary = summarize(frame)
     name = f"{frame['dataset'].iloc[0]} ({frame['shift'].iloc[0]} shift)" if len(frame) else ""
     return ExperimentTable(frame, summary, to_markdown(summary, name))
+
+
+def causal_ablation(frame: pd.DataFrame) -> pd.DataFrame:
+    """Summary of `scripts/sweep.py causal` rows (one per run): per confounding strength and
+    causal kind, mean and spread (population std) over seeds of validation and OOD Recall@20 and
+    of the ground-truth FHN of the trained-on negative and of the pre-mix h."""
+    from .data.registry import parse_synthetic
+
+    if frame.empty:
+        return pd.DataFrame(columns=["confounding", "causal", "seeds"])
+    f = frame.copy()
+    f["confounding"] = [parse_synthetic(str(d).split(":", 1)[1]).confounding for d in f["dataset"]]
+    f["causal"] = [json.loads(o).get("causal", "env-variance") for o in f["overrides"]]
+    cols = [c for c in ("valid_recall@20", "ood_recall@20", "fhn_true", "premix_fhn_true", "own_positive") if c in f]
+    g = f.groupby(["confounding", "causal"])
+    out = pd.concat([g[cols].mean(), g[cols].std(ddof=0).add_suffix("_std"), g.size().rename("seeds")], axis=1)
+    order = {"none": 0, "kl": 1, "env-variance": 2}
+    out = out.reset_index()
+    return out.sort_values(["confounding", "causal"], key=lambda c: c.map(order) if c.name == "causal" else c,
+                           ignore_index=True)

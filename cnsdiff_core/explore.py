@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, TrainConfig
+from .config import LOSS_WEIGHTINGS, ConfigError, TrainConfig
 from .data.dataset import Dataset
-from .diagnostics import make_probe, resolve_to_items
+from .diagnostics import (PRE_MIX, TRAINED, make_probe, measure_negatives, parse_series_key, series_key,
+                          vector_kind)
 from .diffusion import Denoiser, NoiseSchedule, denoise_trajectory, denoiser_loss, synthesize_candidates
 from .projection import EmbeddingProjection, nearest_items
 from .samplers import NegativePool
@@ -66,14 +67,17 @@ def run_denoiser(run) -> Denoiser:
 
 
 def sampler_key(key: str) -> tuple[str, int]:
-    """'cnsdiff@14' -> ('cnsdiff', 14); 'dns' -> ('dns', -1) (the sampler's own pick)."""
-    base, _, step = key.partition("@")
-    return base, int(step) if step else -1
+    """'cnsdiff@14' -> ('cnsdiff', 14); 'cnsdiff@premix' -> ('cnsdiff', PRE_MIX); 'dns' -> ('dns',
+    TRAINED) (the negative the sampler trains on)."""
+    return parse_series_key(key)
 
 
 def series_order(keys) -> list[str]:
     """Sampler series in reading order: by sampler, then CNSDiff steps numerically (@2 before @10)."""
-    return sorted(set(keys), key=lambda k: sampler_key(k))
+    def order(k):
+        base, step = sampler_key(k)
+        return base, {TRAINED: -2, PRE_MIX: -1}.get(step, step)
+    return sorted(set(keys), key=order)
 
 
 def is_synthesized(key: str) -> bool:
@@ -336,14 +340,31 @@ def positives_frame(data: Dataset, item_coords: np.ndarray, user: int) -> pd.Dat
 
 # =============================================================================== FHN & hardness
 def series_name(sampler: str, step: int) -> str:
-    return sampler if int(step) < 0 else f"{sampler}@{int(step)}"
+    return series_key(sampler, step)
+
+
+def _legacy_vectors(d: pd.DataFrame) -> pd.DataFrame:
+    """Runs stored before the trained-on / pre-mix split have no 'vector' column; their CNSDiff
+    row at step -1 held the synthesized h before mixing, so it becomes the pre-mix row."""
+    if "vector" in d:
+        return d
+    d = d.copy()
+    old_premix = (d["sampler"] == "cnsdiff") & (d["step"] == TRAINED)
+    d.loc[old_premix, "step"] = PRE_MIX
+    d["vector"] = [vector_kind(int(st)) for st in d["step"]]
+    return d
 
 
 def fhn_curves(diagnostics: Mapping[str, pd.DataFrame], include_steps: bool = True) -> pd.DataFrame:
-    """Diagnostics of several runs in long form: run, epoch, sampler, step, series, fhn, fhn_lift,
-    fhn_true (NaN where the data has no ground truth), hardness_mean, cos_to_pos, nn_dist, uniform_rate."""
-    cols = ["run", "epoch", "sampler", "step", "series", "fhn", "fhn_lift", "fhn_true", "hardness_mean",
-            "cos_to_pos", "nn_dist", "uniform_rate"]
+    """Diagnostics of several runs in long form: run, epoch, sampler, step, series, vector
+    ('negative' = trained on, 'pre-mix', 'step'), fhn with its Wilson interval (fhn_lo, fhn_hi),
+    own_positive (collapse share), fhn_null (+ interval) and null_ratio for vectors, fhn_lift,
+    fhn_true (+ interval; NaN where the data has no ground truth), hardness_mean, cos_to_pos,
+    nn_dist, uniform_rate. Runs stored before these columns existed get NaN in them.
+    include_steps=False keeps the trained-on negatives and pre-mix candidates only."""
+    cols = ["run", "epoch", "sampler", "step", "series", "vector", "fhn", "fhn_lo", "fhn_hi", "own_positive",
+            "fhn_null", "fhn_null_lo", "fhn_null_hi", "null_ratio", "fhn_lift", "fhn_true", "fhn_true_lo",
+            "fhn_true_hi", "hardness_mean", "cos_to_pos", "nn_dist", "uniform_rate"]
     frames = []
     for run_id, diag in diagnostics.items():
         if diag is None or diag.empty:
@@ -352,6 +373,7 @@ def fhn_curves(diagnostics: Mapping[str, pd.DataFrame], include_steps: bool = Tr
         if not include_steps:
             d = d[d["step"] < 0]
         d["run"] = run_id
+        d = _legacy_vectors(d)
         d["series"] = [series_name(a, b) for a, b in zip(d["sampler"], d["step"])]
         for c in cols:
             if c not in d:
@@ -379,7 +401,8 @@ def hardness_samples(negatives: Mapping[str, Mapping[str, Mapping[str, np.ndarra
                 continue
             base, step = sampler_key(key)
             frames.append(pd.DataFrame({"run": run_id, "series": key, "sampler": base, "step": step,
-                                        "synthesized": base in SYNTHESIZING, "hardness": arr["hardness"],
+                                        "synthesized": bool(arr["synthesized"]) if "synthesized" in arr
+                                        else base in SYNTHESIZING, "hardness": arr["hardness"],
                                         "score": arr["hardness"] + s_pos, "s_pos": s_pos,
                                         "fhn": arr["fhn"].astype(bool), "nn_dist": arr["nn_dist"]}))
     if not frames:
@@ -426,23 +449,61 @@ def selected_epoch_rows(diag: pd.DataFrame, best_epoch: int | None) -> pd.DataFr
     return diag[diag["epoch"] == ep]
 
 
+def fhn_table(runs: Mapping[str, tuple[pd.DataFrame, int | None]]) -> pd.DataFrame:
+    """The FHN figures of every series at each run's selected epoch, for a table:
+    run, series, vector, epoch, n, fhn, ci (the Wilson 95% interval as text), collapse
+    (own_positive), null (matched null), observed/null, lift (over uniform), true (+ ci)."""
+    cols = ["run", "series", "vector", "epoch", "n", "fhn", "ci", "collapse", "null", "observed/null", "lift",
+            "true", "true ci"]
+    out = []
+    for run_id, (diag, best) in runs.items():
+        rows = selected_epoch_rows(diag, best)
+        if rows.empty:
+            continue
+        d = _legacy_vectors(rows)
+        for c in ("fhn_lo", "fhn_hi", "own_positive", "fhn_null", "null_ratio", "fhn_true", "fhn_true_lo",
+                  "fhn_true_hi", "n"):
+            if c not in d:
+                d[c] = np.nan
+
+        def ci(lo, hi):
+            return "" if pd.isna(lo) or pd.isna(hi) else f"[{lo:.4f}, {hi:.4f}]"
+
+        out.append(pd.DataFrame({
+            "run": run_id, "series": [series_name(a, b) for a, b in zip(d["sampler"], d["step"])],
+            "vector": d["vector"].to_numpy(), "epoch": d["epoch"].to_numpy(), "n": d["n"].to_numpy(),
+            "fhn": d["fhn"].to_numpy(), "ci": [ci(a, b) for a, b in zip(d["fhn_lo"], d["fhn_hi"])],
+            "collapse": d["own_positive"].to_numpy(), "null": d["fhn_null"].to_numpy(),
+            "observed/null": d["null_ratio"].to_numpy(), "lift": d["fhn_lift"].to_numpy(),
+            "true": d["fhn_true"].to_numpy(), "true ci": [ci(a, b) for a, b in zip(d["fhn_true_lo"], d["fhn_true_hi"])]}))
+    if not out:
+        return pd.DataFrame(columns=cols)
+    table = pd.concat(out, ignore_index=True)
+    order = {k: i for i, k in enumerate(series_order(table["series"]))}
+    return table.sort_values(["run", "series"], key=lambda c: c.map(order) if c.name == "series" else c,
+                             ignore_index=True)[cols]
+
+
 def confounding_table(entries: Iterable[tuple[str, Mapping, Mapping, pd.DataFrame, int | None]]) -> pd.DataFrame:
     """FHN at the selected epoch against the world's confounding strength.
 
     entries: (run_id, config dict, dataset_info, diagnostics, best_epoch) per run; runs on real
-    data (no confounding) are skipped. Columns: run, confounding, series, sampler, fhn, fhn_lift, fhn_true."""
-    cols = ["run", "confounding", "series", "sampler", "step", "fhn", "fhn_lift", "fhn_true"]
+    data (no confounding) are skipped. Columns: run, confounding, series, sampler, step, vector,
+    fhn (+ Wilson interval), own_positive, fhn_null, fhn_lift, fhn_true (+ interval)."""
+    cols = ["run", "confounding", "series", "sampler", "step", "vector", "fhn", "fhn_lo", "fhn_hi", "own_positive",
+            "fhn_null", "fhn_lift", "fhn_true", "fhn_true_lo", "fhn_true_hi"]
     out = []
     for run_id, config, info, diag, best in entries:
         conf = world_confounding(config, info)
         rows = selected_epoch_rows(diag, best)
         if conf is None or rows.empty:
             continue
-        rows = rows.copy()
+        rows = _legacy_vectors(rows).copy()
         rows["run"], rows["confounding"] = run_id, conf
         rows["series"] = [series_name(a, b) for a, b in zip(rows["sampler"], rows["step"])]
-        if "fhn_true" not in rows:
-            rows["fhn_true"] = np.nan
+        for c in cols:
+            if c not in rows:
+                rows[c] = np.nan
         out.append(rows[cols])
     if not out:
         return pd.DataFrame(columns=cols)
@@ -451,28 +512,33 @@ def confounding_table(entries: Iterable[tuple[str, Mapping, Mapping, pd.DataFram
 
 # =============================================================================== schedule lab
 def schedule_curves(kind: str, steps: int, scale: float, beta_min: float, beta_max: float,
-                    label: str = "A") -> pd.DataFrame:
-    """beta_t, alphabar_t, SNR and noise std per step 1..T of a schedule (raises ConfigError).
+                    label: str = "A", weighting: str = "snr-diff") -> pd.DataFrame:
+    """beta_t, alphabar_t, SNR, noise std and the denoiser's per-t loss weight (normalized to
+    mean 1, `weighting` as TrainConfig.loss_weighting) per step 1..T of a schedule (raises ConfigError).
 
-    Columns: schedule, t, beta, alphabar, snr, noise_std."""
+    Columns: schedule, t, beta, alphabar, snr, noise_std, loss_weight."""
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ConfigError(f"weighting={weighting!r} is invalid: use one of {', '.join(LOSS_WEIGHTINGS)}.")
     if not isinstance(steps, (int, np.integer)) or not 1 <= int(steps) <= 10_000:
         raise ConfigError(f"steps={steps!r} is invalid: use an integer between 1 and 10000.")
     sched = NoiseSchedule.create(kind, int(steps), float(scale), float(beta_min), float(beta_max))
     curves = sched.curves()
     df = pd.DataFrame({k: np.asarray(v) for k, v in curves.items()})
+    df["loss_weight"] = sched.loss_weights(True, weighting)[1:]
     df.insert(0, "schedule", label)
     return df
 
 
 def lab_config(cfg: TrainConfig, kind: str, steps: int, scale: float, beta_min: float,
-               beta_max: float) -> TrainConfig:
+               beta_max: float, weighting: str | None = None) -> TrainConfig:
     """`cfg` with an edited schedule. When T changes, the hardness steps keep their place in the
     chain (hard_start, hard_stride and stop_step are rescaled by T_new / T_old), so the config
     stays valid. Raises ConfigError naming the bad value."""
     schedule_curves(kind, steps, scale, beta_min, beta_max)  # one clear message for bad bounds
     steps = int(steps)
     upd: dict = {"schedule": kind, "steps": steps, "noise_scale": float(scale),
-                 "beta_min": float(beta_min), "beta_max": float(beta_max)}
+                 "beta_min": float(beta_min), "beta_max": float(beta_max),
+                 "loss_weighting": weighting or cfg.loss_weighting}
     if steps != cfg.steps:
         ratio = steps / cfg.steps
         start = min(max(int(round(cfg.hard_start * ratio)), 1), steps)
@@ -492,10 +558,10 @@ def step_report(cfg: TrainConfig, denoiser: Denoiser, data: Dataset, user_emb: n
                 item_emb: np.ndarray, n_triples: int = 512, seed: int = 12345) -> pd.DataFrame:
     """Hardness and FHN of CNSDiff's candidates per hardness step on a probe of training triples.
 
-    One row per step s (and a row step=-1 for the hardest candidate, the sampler's pick), with the
-    measures of METHOD.md "False hard negatives": hardness = s(u, cand) - s(u, pos), cosine to the
-    positive, distance to the nearest non-training item, observed FHN rate and its lift over
-    uniform, ground-truth FHN rate (NaN without a synthetic world's truth).
+    One row per step s (and a row step=-1 for the hardest candidate, the sampler's pre-mix pick),
+    with the measures of `diagnostics.measure_negatives` (METHOD.md "False hard negatives"):
+    hardness, cosine and distance to the nearest item (all items), observed FHN with its Wilson
+    interval, the collapse share (own_positive), the matched null, ground truth where known.
     """
     if item_emb.shape[1] != cfg.dim:
         raise ExploreError(f"embeddings have {item_emb.shape[1]} dimensions but the config says dim={cfg.dim}; "
@@ -515,25 +581,14 @@ def step_report(cfg: TrainConfig, denoiser: Denoiser, data: Dataset, user_emb: n
                                   user_e if cfg.condition_on_user else None, cfg.reverse_from_T,
                                   cfg.posterior_noise, gen)  # (P, S, d)
     chosen = CNSDiffSampler(cfg, torch.device("cpu")).pick_hardest(cands, pos_e, user_e)  # the sampler's rule
-    train_rows = probe.train_mask[probe.row]
+    null_gen = torch.Generator().manual_seed(int(seed) + 1)
     rows = []
     variants = [(s, r, cands[:, k]) for k, (s, r) in enumerate(zip(steps, stops))]
     variants.append((-1, -1, cands[torch.arange(len(chosen)), chosen]))
     for s, r, vec in variants:
-        items, dist = resolve_to_items(vec, items_e, train_rows)
-        hard = (user_e * vec).sum(-1) - s_pos
-        fhn = probe.held_mask[probe.row, items].float()
-        row = {"step": s, "stop": (0 if cfg.reverse_from_T else r) if s >= 0 else -1,
-               "label": f"s={s}" if s >= 0 else "pick (hardest)",
-               "hardness_mean": float(hard.mean()), "hardness_median": float(hard.median()),
-               "cos_to_pos": float(F.cosine_similarity(vec, pos_e, dim=-1).mean()),
-               "nn_dist": float(dist.mean()),
-               "norm_ratio": float((vec.norm(dim=-1) / pos_e.norm(dim=-1).clamp(min=1e-12)).mean()),
-               "fhn": float(fhn.mean()), "fhn_lift": float(fhn.mean()) / max(probe.uniform_rate, 1e-12),
-               "fhn_true": float("nan"), "uniform_rate": probe.uniform_rate}
-        if data.truth is not None:
-            row["fhn_true"] = float(np.mean(data.truth.is_relevant(probe.users.numpy(), items.numpy())))
-        rows.append(row)
+        row, _ = measure_negatives(probe, user_e, pos_e, items_e, vec, None, data.truth, null_gen)
+        rows.append({"step": s, "stop": (0 if cfg.reverse_from_T else r) if s >= 0 else -1,
+                     "label": f"s={s}" if s >= 0 else "pick (hardest)"} | row)
     return pd.DataFrame(rows)
 
 
@@ -588,7 +643,7 @@ class DenoiserRefit:
         use_env = cfg.causal == "env-variance" and env_t is not None
         schedule = NoiseSchedule.from_config(cfg)
         sched = schedule.tensors("cpu")
-        weights = torch.as_tensor(schedule.loss_weights(cfg.normalize_snr_weights), dtype=torch.float32)
+        weights = torch.as_tensor(schedule.loss_weights(cfg.normalize_snr_weights, cfg.loss_weighting), dtype=torch.float32)
         den = Denoiser(cfg.dim, cfg.denoiser_hidden, TIME_DIM, cfg.denoiser_dropout, cfg.condition_on_user)
         opt = torch.optim.Adam(den.parameters(), lr=self.lr or cfg.denoiser_lr)
         gen = torch.Generator().manual_seed(int(self.seed))
@@ -662,6 +717,6 @@ __all__ = ["ExploreError", "SYNTHESIZING", "build_denoiser", "run_denoiser", "sa
            "series_order",
            "id_labels", "item_labels", "user_items", "users_with_training", "user_summary", "Trajectories",
            "denoising_trajectories", "update_formula", "fit_item_map", "item_frame", "negatives_frame",
-           "positives_frame", "series_name", "fhn_curves", "hardness_samples", "world_confounding",
+           "positives_frame", "series_name", "fhn_curves", "fhn_table", "hardness_samples", "world_confounding",
            "selected_epoch_rows", "confounding_table", "schedule_curves", "lab_config", "step_report",
            "DenoiserRefit", "refit_denoiser"]

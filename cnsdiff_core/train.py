@@ -112,6 +112,7 @@ class Trainer:
         self.model.set_graph(normalized_adjacency(data.train, data.n_users, data.n_items, dev))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.popularity = data.item_popularity()
+        self.test_mask = data.test_mask()
         self.pool = NegativePool(data.train, data.n_users, data.n_items, dev, self.popularity, cfg.pns_power)
         self.sampler = make_sampler(cfg.sampler, cfg, dev)
         env = data.train_environments(cfg.n_envs, cfg.env_kind)
@@ -139,9 +140,12 @@ class Trainer:
         self.start_epoch = int(state.get("epoch", -1)) + 1
 
     # ------------------------------------------------------------------------------------------
-    def _evaluate(self, split: np.ndarray, user_e, item_e) -> EvalResult:
+    def _evaluate(self, split: np.ndarray, user_e, item_e, test: bool = False) -> EvalResult:
+        """Full ranking of one split. Training items are masked; for the IID and OOD tests the
+        validation items are masked too (METHOD.md, evaluation protocol)."""
         d = self.data
-        return evaluate(embedding_scorer(user_e, item_e), d.train, split, d.n_users, d.n_items,
+        seen = self.test_mask if test else d.train
+        return evaluate(embedding_scorer(user_e, item_e), seen, split, d.n_users, d.n_items,
                         self.device, popularity=self.popularity, batch_users=self.cfg.eval_batch_users)
 
     def _better(self, rec: dict, best: dict | None) -> bool:
@@ -158,7 +162,6 @@ class Trainer:
         n = len(self.train_t)
         perm = torch.randperm(n, device=dev)
         n_batches = math.ceil(n / cfg.batch_size)
-        progress = epoch / max(cfg.epochs - 1, 1)
         totals: dict[str, float] = {}
         self.model.train()
         for b in range(n_batches):
@@ -171,7 +174,7 @@ class Trainer:
             user_all, items_all = out[0], out[1]
             layers = out[2] if self.sampler.needs_layers else None
             ctx = BatchContext(users, pos, rand_neg, user_all[users], items_all[pos], items_all, layers,
-                               self.data.n_users, progress, self.pool, self.env_t[idx])
+                               self.data.n_users, epoch, self.pool, self.env_t[idx])
             with self._phase("sample"):
                 nb = self.sampler.sample(ctx)
             with self._phase("loss"):
@@ -221,9 +224,8 @@ class Trainer:
     def _diagnose(self, epoch: int, keep_raw: bool = False):
         self.model.eval()
         out = self.model.propagate(keep_layers=True)
-        progress = epoch / max(self.cfg.epochs - 1, 1)
         rows, raw = probe_diagnostics(self.diag_samplers, self.probe, out[0], out[1], out[2], self.data.n_users,
-                                      self.pool, progress, self.data.truth, keep_raw)
+                                      self.pool, epoch, self.data.truth, keep_raw)
         for r in rows:
             r["epoch"] = epoch + 1
         return rows, raw
@@ -259,8 +261,8 @@ class Trainer:
                     ue, ie = self.model.propagate()
                     rec |= _prefixed("valid", self._evaluate(self.data.valid, ue, ie))
                     if cfg.test_eval == "every-epoch":
-                        rec |= _prefixed("iid", self._evaluate(self.data.test_iid, ue, ie))
-                        rec |= _prefixed("ood", self._evaluate(self.data.test_ood, ue, ie))
+                        rec |= _prefixed("iid", self._evaluate(self.data.test_iid, ue, ie, test=True))
+                        rec |= _prefixed("ood", self._evaluate(self.data.test_ood, ue, ie, test=True))
                 rec["eval_seconds"] = time.perf_counter() - tv
                 rows, raw = self._diagnose(epoch, keep_raw=epoch in snapshots)
                 diag_rows.extend(rows)
@@ -296,7 +298,7 @@ class Trainer:
             ue, ie = self.model.propagate()
             per_user, final = {}, {}
             for prefix, split in (("iid", self.data.test_iid), ("ood", self.data.test_ood)):
-                res = self._evaluate(split, ue, ie)
+                res = self._evaluate(split, ue, ie, test=True)
                 final |= _prefixed(prefix, res)
                 per_user[f"{prefix}_users"] = res.users
                 for k, v in res.per_user.items():

@@ -32,8 +32,9 @@ color_by = c_color.radio("Colour items by", ["popularity", "environment"], key="
                          format_func={"popularity": "popularity (log)", "environment": "environment"}.get,
                          help="Environment = item-popularity quartile (the causal term's environments).")
 size_nn = c_size.toggle("Size = distance to nearest item", value=True, key="map_size_nn",
-                        help="Marker size of a synthesized negative grows with 1 − cosine to its nearest "
-                             "non-training item in the full embedding space (a 2-D map hides it).")
+                        help="Marker size of a synthesized negative grows with its Euclidean distance to the "
+                             "nearest item in the full embedding space, relative to the positive's norm "
+                             "(a 2-D map hides it).")
 
 items = es.items_table(ctx, method)
 placed = es.negatives_placed(ctx, method)  # shared cache: never modified here
@@ -53,7 +54,7 @@ uid = c_user.selectbox("User (type to search by id)", options, key="map_user",
                        else f"{u}{'' if u in probe_ids else '  (no probe negatives)'}")
 sup.qp_set("user", uid)
 layer_names = list(dict.fromkeys(placed["layer"])) if len(placed) else []
-steps = sorted({ex.sampler_key(k)[1] for k in layer_names if "@" in k})
+steps = sorted({ex.sampler_key(k)[1] for k in layer_names if ex.sampler_key(k)[1] >= 0})
 chosen = c_layers.multiselect("Negatives to show", layer_names, default=layer_names, key="map_layers")
 
 neg = placed[placed["layer"].isin(chosen)]
@@ -71,7 +72,7 @@ overlay["item_label"] = labels[overlay["item"].to_numpy(int)]
 overlay["hover"] = (overlay["layer"] + " · " + overlay["item_label"]
                     + np.where(overlay["hardness"].notna(), " · hardness " + overlay["hardness"].round(3).astype(str), "")
                     + np.where(overlay["layer"].isin(ex.SYNTHESIZING) | overlay["layer"].str.contains("@"),
-                               " · 1−cos to nearest " + overlay["nn_dist"].round(3).astype(str), ""))
+                               " · dist to nearest item/‖pos‖ " + overlay["nn_dist"].round(3).astype(str), ""))
 
 fig, registry = es.map_figure(items, overlay, color_by, size_nn, steps)
 event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("box", "lasso"),
@@ -109,12 +110,12 @@ else:
 # --- the high-dimensional distance, per layer (linked to the map's layers) -----------------------------
 synth = neg[neg["synthesized"]] if len(neg) else neg
 if len(synth):
-    st.markdown("**Distance of synthesized negatives to their nearest real item** (1 − cosine, full "
-                "embedding space; real-item negatives are at 0)")
+    st.markdown("**Distance of synthesized negatives to their nearest real item** (Euclidean, full "
+                "embedding space, relative to the positive's norm; real-item negatives are at 0)")
     colors = es.series_colors(list(synth["layer"].unique()))
     box = px.box(synth, x="layer", y="nn_dist", color="layer", color_discrete_map=colors, points="all")
     box.update_layout(height=300, showlegend=False, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      yaxis_title="1 − cos to nearest non-training item")
+                      yaxis_title="distance to nearest item / ‖positive‖")
     st.plotly_chart(box, key="map_nn_box")
 
 c1, c2 = st.columns(2)

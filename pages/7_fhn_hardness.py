@@ -5,13 +5,16 @@ import streamlit as st
 
 import app_support as sup
 import explore_support as es
+from cnsdiff_core import diagnostics as dg
 from cnsdiff_core import explore as ex
 
 sup.require_frame()
 
 st.title("FHN & hardness")
-st.caption("Measured every epoch on a fixed probe of training triples. A synthesized negative "
-           "counts as its nearest non-training item. These numbers are never fed back into training.")
+st.caption("Measured every epoch on a fixed probe of training triples (one per user where possible); "
+           "never fed back into training. By default each sampler shows **the negative it trains on** "
+           "(for CNSDiff the mixed vector λ·h + (1−λ)·random that enters the loss). Resolution rule: "
+           f"{dg.RESOLUTION}. Bands are Wilson 95% intervals.")
 
 run_ids = es.pick_runs("fhn_runs", label="Runs (one or several)")
 if not run_ids:
@@ -23,38 +26,56 @@ if curves.empty:
     st.warning("The chosen runs have no diagnostics yet (diagnostics.csv is empty).")
     st.stop()
 has_truth = bool(curves["fhn_true"].notna().any())
-metrics = {"fhn": "observed FHN rate", "fhn_lift": "lift over uniform"}
+metrics = {"fhn": "observed FHN rate", "own_positive": "collapse onto own positive",
+           "null_ratio": "observed / matched null", "fhn_lift": "lift over uniform"}
 if has_truth:
     metrics["fhn_true"] = "ground-truth FHN rate"
-c_metric, c_steps, c_sel = st.columns([2, 1.3, 2])
-metric = c_metric.radio("Measure", list(metrics), key="fhn_metric", horizontal=True, format_func=metrics.get)
-with_steps = c_steps.toggle("CNSDiff per step", value=True, key="fhn_steps",
-                            help="Also the candidates at each diffusion step s (cnsdiff@s), not only the pick.")
-all_series = ex.series_order(curves["series"].unique())
-if st.session_state.get("_fhn_series_all") != all_series:  # other runs: show every sampler again
+c_metric, c_vec, c_sel = st.columns([2.2, 1.3, 2])
+metric = c_metric.radio("Measure", list(metrics), key="fhn_metric", horizontal=True, format_func=metrics.get,
+                        help="collapse = share of negatives whose nearest item is the user's own training "
+                             "positive (the trap of a well-trained denoiser); matched null = the positive moved "
+                             "by the same distance in a random direction, resolved the same way.")
+with_premix = c_vec.toggle("Pre-mix candidates", value=False, key="fhn_premix",
+                           help="Also CNSDiff's synthesized h and MixGCF's candidate before mixing (dashed).")
+with_steps = c_vec.toggle("CNSDiff per step", value=False, key="fhn_steps",
+                          help="Also the candidates at each diffusion step s (cnsdiff@s).")
+visible = curves[(curves["vector"] == "negative") | (with_premix & (curves["vector"] == "pre-mix"))
+                 | (with_steps & (curves["vector"] == "step"))]
+all_series = ex.series_order(visible["series"].unique())
+if st.session_state.get("_fhn_series_all") != all_series:  # other runs or toggles: show every series again
     st.session_state["_fhn_series_all"] = all_series
     st.session_state["fhn_series"] = all_series
-series = c_sel.multiselect("Samplers", all_series, key="fhn_series")
+series = c_sel.multiselect("Series", all_series, key="fhn_series")
 
-shown = curves[curves["series"].isin(series)]
-if not with_steps:
-    shown = shown[shown["step"] < 0]
-colors = es.series_colors(all_series + ["positive"])
+shown = visible[visible["series"].isin(series)]
+if metric in ("null_ratio",):
+    shown = shown[shown["fhn_null"].notna()]
+colors = es.series_colors(ex.series_order(curves["series"].unique()) + ["positive"])
 multi = len(run_ids) > 1
-fig = px.line(shown, x="epoch", y=metric, color="series", line_dash="run" if multi else None, markers=True,
-              color_discrete_map=colors, hover_data=["run", "hardness_mean", "cos_to_pos", "nn_dist"],
-              labels={metric: metrics[metric], "series": "sampler"})
-if metric == "fhn_lift":
-    fig.add_hline(y=1.0, line_dash="dot", line_color="#777", annotation_text="uniform sampling")
-elif metric == "fhn":
-    uni = curves.groupby("run")["uniform_rate"].first()
-    for r, v in uni.items():
-        fig.add_hline(y=float(v), line_dash="dot", line_color="#777",
-                      annotation_text=f"uniform{'' if not multi else ' · ' + r[-14:]}")
-fig.update_layout(height=440, legend={"orientation": "h", "y": -0.2})
-st.plotly_chart(fig, key="fhn_lines")
+if shown.empty or shown[metric].isna().all():
+    st.info(f"No series has '{metrics[metric]}' here (the matched null exists for synthesized vectors only; "
+            "runs stored before it was measured lack it).")
+else:
+    fig = es.fhn_figure(shown, metric, metrics[metric], colors, multi, with_null=metric == "fhn")
+    if metric in ("fhn_lift", "null_ratio"):
+        fig.add_hline(y=1.0, line_dash="dot", line_color="#777",
+                      annotation_text="uniform sampling" if metric == "fhn_lift" else "matched null")
+    elif metric == "fhn":
+        uni = curves.groupby("run")["uniform_rate"].first()
+        for r, v in uni.items():
+            fig.add_hline(y=float(v), line_dash="dot", line_color="#777",
+                          annotation_text=f"uniform{'' if not multi else ' · ' + r[-14:]}")
+    st.plotly_chart(fig, key="fhn_lines")
 if not has_truth:
     st.caption("Ground-truth FHN appears for runs on synthetic worlds (the sample world or synthetic:…).")
+
+table = ex.fhn_table({r: (es.diagnostics(r), es.best_epoch(r)) for r in run_ids})
+if not table.empty:
+    st.subheader("At the selected epoch")
+    st.dataframe(table[table["series"].isin(set(series) | set(table.loc[table["vector"] == "negative", "series"]))],
+                 hide_index=True, key="fhn_table",
+                 column_config={"collapse": st.column_config.NumberColumn(
+                     help="share resolving to the user's own training positive")})
 
 # --- hardness and score distributions at the selected epoch ---------------------------------------------
 samples = ex.hardness_samples({r: es.negatives(r) for r in run_ids})
@@ -62,8 +83,6 @@ if samples.empty:
     st.info("The chosen runs stored no probe negatives, so no distributions can be drawn.")
 else:
     samples = samples[samples["series"].isin(series + ["positive"])]
-    if not with_steps:
-        samples = samples[samples["step"] < 0]
     st.subheader("Hardness at the selected epoch")
     st.caption("hardness = s(u, negative) − s(u, positive); above 0 the negative outscores the positive.")
     kind = st.radio("Plot", ["box", "violin"], key="fhn_kind", horizontal=True)

@@ -9,7 +9,7 @@ import streamlit as st
 import app_support as sup
 import explore_support as es
 from cnsdiff_core import explore as ex
-from cnsdiff_core.config import SCHEDULES, ConfigError, preset_config
+from cnsdiff_core.config import LOSS_WEIGHTINGS, SCHEDULES, ConfigError, preset_config
 
 sup.require_frame()
 
@@ -34,7 +34,12 @@ def schedule_inputs(col, tag: str) -> dict:
         scale = st.number_input("Noise scale", value=float(d.noise_scale), format="%.4g", key=f"lab_{tag}_scale")
         bmin = st.number_input("β min", value=float(d.beta_min), format="%.2e", step=1e-5, key=f"lab_{tag}_bmin")
         bmax = st.number_input("β max", value=float(d.beta_max), format="%.2e", step=1e-3, key=f"lab_{tag}_bmax")
-    return {"kind": kind, "steps": int(steps), "scale": float(scale), "beta_min": float(bmin), "beta_max": float(bmax)}
+        weighting = st.selectbox("Loss weighting w(t)", LOSS_WEIGHTINGS, index=LOSS_WEIGHTINGS.index(d.loss_weighting),
+                                 key=f"lab_{tag}_weighting",
+                                 help="snr-diff: SNR(t-1)-SNR(t) with w(1)=w(2); snr-diff-ref: DiffRec's w(1)=1 "
+                                      "(t=1 gets almost nothing); uniform: 1 for every t. Normalized to mean 1.")
+    return {"kind": kind, "steps": int(steps), "scale": float(scale), "beta_min": float(bmin), "beta_max": float(bmax),
+            "weighting": weighting}
 
 
 col_a, col_b = st.columns(2)
@@ -43,7 +48,7 @@ curves, valid = [], {}
 for label, spec, col in (("A", specs["A"], col_a), ("B", specs["B"], col_b)):
     try:
         curves.append(ex.schedule_curves(spec["kind"], spec["steps"], spec["scale"], spec["beta_min"],
-                                         spec["beta_max"], label))
+                                         spec["beta_max"], label, weighting=spec["weighting"]))
         valid[label] = spec
     except ConfigError as exc:
         col.error(f"Schedule {label}: {exc}")
@@ -68,7 +73,8 @@ which = c_which.radio("Schedule", list(valid), key="lab_refit_which", horizontal
 n_steps = c_steps.slider("Optimizer steps", 50, 2000, 300, step=50, key="lab_refit_steps")
 spec = valid[which]
 try:
-    cfg = ex.lab_config(ctx.cfg, spec["kind"], spec["steps"], spec["scale"], spec["beta_min"], spec["beta_max"])
+    cfg = ex.lab_config(ctx.cfg, spec["kind"], spec["steps"], spec["scale"], spec["beta_min"], spec["beta_max"],
+                        weighting=spec["weighting"])
 except ConfigError as exc:
     st.error(str(exc))
     st.stop()
@@ -112,8 +118,9 @@ elif job is not None:
         if own is not None:
             report = pd.concat([report, own.assign(denoiser="run's own")], ignore_index=True)
         names = {"hardness_mean": "hardness (mean)", "cos_to_pos": "cosine to positive",
-                 "nn_dist": "1 − cos to nearest item", "fhn": "observed FHN", "fhn_true": "ground-truth FHN"}
-        cols = [c for c in names if c != "fhn_true" or report["fhn_true"].notna().any()]
+                 "nn_dist": "distance to nearest item / ‖pos‖", "fhn": "observed FHN",
+                 "own_positive": "collapse onto own positive", "fhn_true": "ground-truth FHN"}
+        cols = [c for c in names if c in report and report[c].notna().any()]
         long = report.rename(columns=names).melt(id_vars=["label", "denoiser"], value_vars=[names[c] for c in cols])
         chart = px.bar(long, x="label", y="value", color="denoiser", barmode="group", facet_col="variable",
                        facet_col_wrap=3, color_discrete_map={"refit": sup.SYNTH_COLOR, "run's own": sup.OKABE_ITO["grey"]},

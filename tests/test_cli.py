@@ -32,6 +32,12 @@ def test_train_json_summary_and_runs_listing(tmp_path):
     assert set(last["metrics"]) == {"iid", "ood"}
     assert set(last["metrics"]["ood"]) == {f"{m}@{k}" for m in ("recall", "ndcg", "precision", "hit") for k in (10, 20)}
     assert 0 <= last["fhn"]["observed"] <= 1 and "true" in last["fhn"]  # the sample world has ground truth
+    # the FHN contract: trained-on rate with its interval, collapse share, pre-mix rate and null
+    f, r = last["fhn"], lines[0]["fhn"]
+    lo, hi = f["observed_ci"]
+    assert lo <= f["observed"] <= hi and 0 <= f["own_positive"] <= 1
+    assert 0 <= f["synthesized"] <= 1 and 0 <= f["null"] <= 1 and f["epoch"] == last["best_epoch"]
+    assert r["synthesized"] is None and r["null"] is None and r["own_positive"] == 0  # RNS: an item sampler
     assert "batch" in out.stderr  # the progress bar goes to stderr
     listed = cli("runs", env_extra=env).stdout
     assert last["run_id"] in listed and lines[0]["run_id"] in listed

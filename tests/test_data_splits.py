@@ -123,7 +123,11 @@ def test_exposure_split_uses_the_random_test():
     ds = exposure_split(log, rt, seed=0)
     tu, ti = set(ds.train[:, 0].tolist()), set(ds.train[:, 1].tolist())
     known = {(u, i) for u, i in keyset(rt) if u in tu and i in ti}
-    assert keyset(ds.test_ood) == known - keyset(ds.train)
+    heldout = keyset(ds.valid) | keyset(ds.test_iid)
+    assert keyset(ds.test_ood) == known - keyset(ds.train) - heldout
+    assert ds.split_meta["ood_also_heldout"] == len((known - keyset(ds.train)) & heldout) > 0
+    assert shift_report(ds)["dropped"]["ood_also_valid_or_iid"] == ds.split_meta["ood_also_heldout"]
+    assert any("OOD-test pairs that are also validation or IID-test pairs" in n for n in ds.notes)
     assert ds.split_meta["dropped_unknown"]["test_ood"] == len(keyset(rt) - known) > 0
     assert ds.split_meta["removed_in_train"]["test_ood"] > 0
     with pytest.raises(DataError, match=r"needs a test set collected under random exposure"):

@@ -176,7 +176,9 @@ def test_fhn_curves_and_hardness_samples_cover_every_sampler_and_step(runs):
     assert {"cnsdiff", "cnsdiff@10", "cnsdiff@14", "cnsdiff@18", "rns", "dns"} <= set(curves["series"])
     assert curves["fhn"].between(0, 1).all() and curves["fhn_true"].isna().all()  # toy data: no truth
     picks = ex.fhn_curves({"a": run.diagnostics()}, include_steps=False)
-    assert (picks["step"] == -1).all() and len(picks) < len(curves[curves["run"] == "a"])
+    assert set(picks["step"]) == {-1, -2} and len(picks) < len(curves[curves["run"] == "a"])
+    assert set(picks.loc[picks["step"] == -2, "series"]) == {"cnsdiff@premix", "mixgcf@premix"}
+    assert (curves["fhn_lo"] <= curves["fhn"]).all() and (curves["fhn"] <= curves["fhn_hi"]).all()
     samples = ex.hardness_samples({"a": run.negatives("best")})
     n = len(run.negatives("best")["_probe"]["users"])
     assert (samples.groupby("series").size() == n).all()
@@ -248,7 +250,8 @@ def test_refit_denoiser_reduces_its_loss_and_reports_one_row_per_step(runs, toy_
     assert refit.n_steps_done_ == 200 and not refit.stopped_ and calls[-1][:2] == (200, 200)
     assert report["step"].tolist() == cfg.hardness_steps() + [-1]
     assert report["stop"].tolist()[:-1] == [cfg.stop_for(s) for s in cfg.hardness_steps()]
-    assert report["fhn"].between(0, 1).all() and report["nn_dist"].between(0, 2).all()
+    assert report["fhn"].between(0, 1).all() and (report["nn_dist"] >= 0).all()
+    assert report["own_positive"].between(0, 1).all() and report["fhn_null"].between(0, 1).all()
     assert report["fhn_true"].isna().all()  # toy data has no ground truth
     # the pick is the hardest candidate: its hardness is at least every step's on average
     assert report.iloc[-1]["hardness_mean"] >= report.iloc[:-1]["hardness_mean"].max() - 1e-6

@@ -193,7 +193,7 @@ def test_negatives_map_chart_has_a_layer_per_sampler_sized_by_distance_to_the_ne
     at.run()
     no_exception(at)
     layers = at.multiselect(key="map_layers").value
-    steps = sorted({int(x.split("@")[1]) for x in layers if "@" in x})
+    steps = sorted({ex.sampler_key(x)[1] for x in layers if ex.sampler_key(x)[1] >= 0})
     spec = chart_spec(at, "map_chart")
     traces = {t["name"]: t for t in spec["data"]}
     assert spec["data"][0]["name"] == "items"
@@ -204,16 +204,16 @@ def test_negatives_map_chart_has_a_layer_per_sampler_sized_by_distance_to_the_ne
     real = [x for x in layers if x not in synthesized]
     assert {"mixgcf", "cnsdiff"} <= set(synthesized) and {"rns", "dns"} <= set(real)
 
-    # marker size = 6 + 22 * (1 - cos to the nearest non-training item) / the largest such distance
+    # marker size = 6 + 22 * (distance to the nearest item) / the largest such distance
     dist, size = {}, {}
     for name in layers:
         t = traces[name]
         assert t["marker"]["symbol"] == es.layer_style(name, steps)[1]
         size[name] = arr(t["marker"]["size"]).astype(float)
         assert size[name].shape == arr(t["x"]).shape and len(size[name]) >= 1  # one size per point
-        marked = ["1−cos to nearest" in h for h in t["hovertext"]]
+        marked = ["dist to nearest item/‖pos‖" in h for h in t["hovertext"]]
         assert all(marked) if name in synthesized else not any(marked)
-        dist[name] = np.array([float(h.split("1−cos to nearest ")[1].split()[0]) if m else 0.0
+        dist[name] = np.array([float(h.split("dist to nearest item/‖pos‖ ")[1].split()[0]) if m else 0.0
                                for h, m in zip(t["hovertext"], marked)])
     d_max = max(d.max() for d in dist.values())
     assert d_max > 0
@@ -240,7 +240,7 @@ def test_negatives_map_for_a_baseline_run(store):
     at.run()
     no_exception(at)
     layers = at.multiselect(key="map_layers").value
-    assert "rns" in layers and not any("@" in x for x in layers)  # no CNSDiff steps in an RNS run
+    assert "rns" in layers and not any(ex.sampler_key(x)[1] >= 0 for x in layers)  # no CNSDiff steps in an RNS run
 
 
 # --- FHN & hardness -------------------------------------------------------------------------------------------
@@ -253,6 +253,21 @@ def test_fhn_page_across_runs_with_ground_truth_and_confounding(store):
     at.multiselect(key="fhn_runs").set_value([ids["demo"], ids["reference"], ids["rns"]]).run()
     no_exception(at)
     assert "ground-truth FHN rate" in at.radio(key="fhn_metric").options  # synthetic worlds have truth
+    # by default: the trained-on negatives only, each with a Wilson band and (vectors) its matched null
+    assert "cnsdiff" in at.multiselect(key="fhn_series").value
+    assert not any("@" in x for x in at.multiselect(key="fhn_series").value)
+    spec = chart_spec(at, "fhn_lines")
+    bands = [t for t in spec["data"] if t.get("fill") == "toself"]
+    assert len(bands) >= 3 and any("matched null" in (t.get("name") or "") for t in spec["data"])
+    table = next(df.value for df in at.dataframe if "collapse" in df.value.columns)
+    assert {"fhn", "ci", "collapse", "null"} <= set(table.columns) and table["collapse"].between(0, 1).all()
+    at.toggle(key="fhn_premix").set_value(True).run()
+    assert "cnsdiff@premix" in at.multiselect(key="fhn_series").value
+    dashed = [t for t in chart_spec(at, "fhn_lines")["data"] if (t.get("line") or {}).get("dash") == "dash"]
+    assert any(t["name"].startswith("cnsdiff@premix") for t in dashed)
+    at.radio(key="fhn_metric").set_value("own_positive").run()
+    at.radio(key="fhn_metric").set_value("null_ratio").run()
+    no_exception(at)
     at.radio(key="fhn_metric").set_value("fhn_true").run()
     at.radio(key="fhn_metric").set_value("fhn_lift").run()
     at.radio(key="fhn_kind").set_value("violin").run()
@@ -270,6 +285,11 @@ def test_schedule_lab_invalid_schedule_shows_an_error_not_an_exception(store):
     at.number_input(key="lab_a_bmin").set_value(0.5).run()
     no_exception(at)
     assert "Schedule A" in texts(at.error) and "beta_min <= beta_max" in texts(at.error)
+    at.number_input(key="lab_a_bmin").set_value(1e-4).run()
+    titles = [a["text"] for a in chart_spec(at, "lab_curves")["layout"]["annotations"]]
+    assert any("loss weight" in t for t in titles)  # the per-t weights the denoiser is trained with
+    at.selectbox(key="lab_a_weighting").set_value("snr-diff-ref").run()
+    no_exception(at)
     at.number_input(key="lab_b_scale").set_value(-1.0).run()
     no_exception(at)
     assert "Schedule B" in texts(at.error) and "noise_scale" in texts(at.error)

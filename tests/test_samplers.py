@@ -17,7 +17,7 @@ def _ctx(data, sampler_needs_layers=True, B=64, seed=0):
     users, pos = tr[idx, 0], tr[idx, 1]
     u, i, layers = model.propagate(keep_layers=True)
     ctx = BatchContext(users, pos, pool.draw(users, 1)[:, 0], u[users], i[pos], i, layers,
-                       data.n_users, 0.5, pool, torch.zeros(B, dtype=torch.long))
+                       data.n_users, 5, pool, torch.zeros(B, dtype=torch.long))
     return ctx, pool
 
 
@@ -106,12 +106,63 @@ def test_cnsdiff_min_distance_floor(toy):
 
 
 def test_cnsdiff_mixing_schedule_moves_from_random_to_synthesized():
-    s = make_sampler("cnsdiff", TrainConfig(dim=8), torch.device("cpu"))
+    s = make_sampler("cnsdiff", TrainConfig(dim=8, mix_ramp_epochs=10), torch.device("cpu"))
     torch.manual_seed(0)
-    early, late = s.mix_weights(5000, 0.0, "cpu").mean(), s.mix_weights(5000, 1.0, "cpu").mean()
+    early, late = s.mix_weights(5000, 0, "cpu").mean(), s.mix_weights(5000, 10, "cpu").mean()
+    # Beta(1, 9) has mean 0.1, Beta(9, 1) mean 0.9
     assert abs(float(early) - 0.1) < 0.02 and abs(float(late) - 0.9) < 0.02
+    assert abs(float(s.mix_weights(5000, 30, "cpu").mean()) - 0.9) < 0.02  # the ramp stays at its end
     floor = make_sampler("cnsdiff", TrainConfig(dim=8, min_mix=0.5), torch.device("cpu"))
-    assert float(floor.mix_weights(1000, 0.0, "cpu").min()) >= 0.5
+    assert float(floor.mix_weights(1000, 0, "cpu").min()) >= 0.5
+
+
+def test_mixing_ramp_is_in_epochs_not_in_fractions_of_the_budget():
+    short = make_sampler("cnsdiff", TrainConfig(dim=8, epochs=40), torch.device("cpu"))
+    long = make_sampler("cnsdiff", TrainConfig(dim=8, epochs=120), torch.device("cpu"))
+    for epoch in (0, 3, 5, 19, 25):
+        assert short.ramp(epoch) == long.ramp(epoch)
+    assert short.ramp(5) == pytest.approx(5 / 20) and short.ramp(25) == 1.0
+    # mix_ramp_epochs=0 keeps the reference behaviour: the ramp spans the configured budget
+    ref40 = make_sampler("cnsdiff", TrainConfig(dim=8, epochs=41, mix_ramp_epochs=0), torch.device("cpu"))
+    ref121 = make_sampler("cnsdiff", TrainConfig(dim=8, epochs=121, mix_ramp_epochs=0), torch.device("cpu"))
+    assert ref40.ramp(5) == pytest.approx(5 / 40) and ref121.ramp(5) == pytest.approx(5 / 120)
+
+
+def test_mixgcf_scores_every_hop_against_the_pooled_user_embedding(toy):
+    """Hand check of the hop choice: per layer l, the picked candidate maximizes
+    a_l (u.p_l) + (1 - a_l)(u.c_l) with u the MEAN of the user's layer embeddings (the original
+    code), not layer l's user embedding."""
+    ctx, _ = _ctx(toy, B=16)
+    s = make_sampler("mixgcf", TrainConfig(sampler="mixgcf", dim=16, mixgcf_candidates=8), torch.device("cpu"))
+    torch.manual_seed(3)  # replay the sampler's own draws: candidates, then the mixing weights
+    cands = ctx.pool.draw(ctx.users, 8)
+    alpha = torch.rand(16, 1, ctx.layers.shape[0])[:, 0]  # (B, L+1)
+    torch.manual_seed(3)
+    nb = s.sample(ctx)
+    layers = ctx.layers.detach()
+    n_u, n_l = ctx.n_users, layers.shape[0]
+
+    def expected(pooled: bool):
+        negs, pre = [], []
+        for b in range(16):
+            mixes, picks = [], []
+            for l in range(n_l):
+                u = layers[:, ctx.users[b]].mean(0) if pooled else layers[l, ctx.users[b]]
+                a, p, c = alpha[b, l], layers[l, n_u + ctx.pos[b]], layers[l, n_u + cands[b]]  # c: (M, d)
+                best = int(((a * p + (1 - a) * c) @ u).argmax())
+                mixes.append(a * p + (1 - a) * c[best])
+                picks.append(c[best])
+            negs.append(torch.stack(mixes).mean(0))
+            pre.append(torch.stack(picks).mean(0))
+        return torch.stack(negs), torch.stack(pre)
+
+    neg, pre = expected(pooled=True)
+    assert torch.allclose(nb.emb.detach(), neg, atol=1e-5)
+    # the pre-mix candidate: the hop-pooled chosen candidates, without the positive
+    assert torch.allclose(nb.synthesized, pre, atol=1e-5)
+    per_hop, _ = expected(pooled=False)
+    assert not torch.allclose(per_hop, neg, atol=1e-5)  # the two rules differ on this batch
+
 
 
 def test_denoiser_is_trained_only_when_asked(toy):

@@ -39,6 +39,20 @@ def test_cosine_reaches_real_noise():
     assert s.noise_std()[20] > 0.99
 
 
+def test_loss_weightings_fix_the_t1_artefact_and_keep_the_reference_one():
+    s = NoiseSchedule.create("linear-var", 20, 0.1)
+    snr = s.snr()
+    raw = s.loss_weights(normalize=False, kind="snr-diff")
+    assert raw[3] == pytest.approx(snr[2] - snr[3])  # the definition for t >= 2
+    assert raw[1] == pytest.approx(raw[2])  # t = 1 gets t = 2's weight, not the DiffRec 1
+    ref = s.loss_weights(normalize=True, kind="snr-diff-ref")
+    assert ref[1] < 1e-3 and ref[2] > 10  # the artefact: t=1 starved, t=2 takes most of the weight
+    fixed = s.loss_weights(normalize=True, kind="snr-diff")
+    assert fixed[1] == pytest.approx(fixed[2]) and fixed[1:].mean() == pytest.approx(1.0)
+    uni = s.loss_weights(normalize=True, kind="uniform")
+    assert uni[1:] == pytest.approx(np.ones(20)) and uni[0] == 0
+
+
 def test_unnormalized_weights_span_orders_of_magnitude():
     w = NoiseSchedule.create("linear-var", 20, 0.1).loss_weights(normalize=False)
     assert w[2:].max() / w[2:].min() > 100

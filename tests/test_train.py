@@ -29,10 +29,12 @@ def test_cnsdiff_presets_train_and_report_per_step_diagnostics(toy, preset):
     res = Trainer(cfg, toy).fit()
     rows = [r for r in res.diagnostics if r["sampler"] == "cnsdiff"]
     steps = sorted({r["step"] for r in rows})
-    assert steps == [-1] + cfg.hardness_steps()
+    assert steps == [-2, -1] + cfg.hardness_steps()  # pre-mix, trained-on, then every step
+    assert {r["vector"] for r in rows} == {"negative", "pre-mix", "step"}
     assert cfg.hardness_steps() == ([2, 6, 10, 14, 18] if preset == "tuned" else [10, 14, 18])
     for r in rows:
-        assert 0 <= r["fhn"] <= 1 and math.isfinite(r["hardness_mean"])
+        assert 0 <= r["fhn_lo"] <= r["fhn"] <= r["fhn_hi"] <= 1 and math.isfinite(r["hardness_mean"])
+        assert 0 <= r["own_positive"] <= 1 and r["n"] == cfg.probe_triples
     baseline = {r["sampler"] for r in res.diagnostics}
     assert baseline >= {"rns", "pns", "dns", "ahns", "mixgcf", "cnsdiff"}
 
@@ -197,3 +199,36 @@ def test_resume_drops_epochs_written_after_the_last_checkpoint(toy, runs_dir):
     finally:
         data_mod.load_dataset = saved
     assert list(store.load(run_id).history()["epoch"]) == [1, 2, 3, 4, 5]
+
+
+def test_the_mixing_ramp_does_not_depend_on_the_epoch_budget(toy):
+    """Two runs that differ only in `epochs` train epoch k with the same lambda (history.csv)."""
+    short = Trainer(_cfg(sampler="cnsdiff", epochs=3, mix_ramp_epochs=4), toy).fit()
+    long = Trainer(_cfg(sampler="cnsdiff", epochs=6, mix_ramp_epochs=4), toy).fit()
+    lam_s = [r["lambda"] for r in short.history]
+    lam_l = [r["lambda"] for r in long.history]
+    assert lam_s == pytest.approx(lam_l[:3], abs=1e-6)
+    assert lam_l[0] < 0.2 < lam_l[-1]  # Beta(1, 9) at epoch 0, Beta(9, 1) from epoch 4 on
+    # the reference's budget-long ramp does depend on it
+    ref_s = Trainer(_cfg(sampler="cnsdiff", epochs=3, mix_ramp_epochs=0), toy).fit()
+    ref_l = Trainer(_cfg(sampler="cnsdiff", epochs=6, mix_ramp_epochs=0), toy).fit()
+    assert abs(ref_s.history[2]["lambda"] - ref_l.history[2]["lambda"]) > 0.1
+
+
+def test_tests_mask_training_and_validation_items(toy):
+    from cnsdiff_core.metrics import embedding_scorer, evaluate
+
+    t = Trainer(_cfg(sampler="rns", epochs=1), toy)
+    res = t.fit()
+    seen = np.concatenate([toy.train, toy.valid])
+    for prefix, split in (("iid", toy.test_iid), ("ood", toy.test_ood)):
+        want = evaluate(embedding_scorer(torch.as_tensor(res.user_emb), torch.as_tensor(res.item_emb)), seen, split,
+                        toy.n_users, toy.n_items, "cpu")
+        assert res.metrics[f"{prefix}_recall@20"] == pytest.approx(want.metrics["recall@20"], abs=1e-9)
+        loose = evaluate(embedding_scorer(torch.as_tensor(res.user_emb), torch.as_tensor(res.item_emb)), toy.train,
+                         split, toy.n_users, toy.n_items, "cpu")
+        assert loose.metrics["ndcg@20"] != pytest.approx(want.metrics["ndcg@20"], abs=1e-9)  # the mask matters
+    # validation itself masks training items only
+    want = evaluate(embedding_scorer(torch.as_tensor(res.user_emb), torch.as_tensor(res.item_emb)), toy.train,
+                    toy.valid, toy.n_users, toy.n_items, "cpu")
+    assert res.metrics["valid_recall@20"] == pytest.approx(want.metrics["recall@20"], abs=1e-9)

@@ -87,6 +87,10 @@ class Dataset:
         """(n, 2) all held-out positives: validation + IID test + OOD test."""
         return np.concatenate([self.valid, self.test_iid, self.test_ood], axis=0)
 
+    def test_mask(self) -> np.ndarray:
+        """(n, 2) pairs masked when ranking for the IID and OOD tests: training + validation."""
+        return np.concatenate([self.train, self.valid], axis=0)
+
     def stats(self) -> dict:
         return {
             "users": self.n_users,

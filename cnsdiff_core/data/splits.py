@@ -8,7 +8,8 @@ Every split is deterministic for a seed and shares these rules:
   who only appears late cannot be trained on);
 - the in-distribution part is split train 5 : valid 1 : test 2 by default (``iid_ratios``);
 - held-out pairs that are also training pairs are removed, and held-out pairs whose user or item
-  has no training interaction are dropped; both are counted in ``notes`` and in
+  has no training interaction are dropped; OOD-test pairs that are also validation or IID-test
+  pairs are dropped from the OOD test; all are counted in ``notes`` and in
   ``dataset.split_meta`` (an extra attribute, see below).
 
 Shifts:
@@ -189,9 +190,19 @@ def _assemble(lg: InteractionLog, pairs, times, train, held: dict, shift: str, n
                          f"interaction.")
         out[split_name] = arr[keep]
         out_t[split_name] = None if t is None else t[keep]
+    # an OOD-test pair that is also a validation or IID-test pair is not out of distribution
+    # (METHOD.md, evaluation protocol): drop it from the OOD test and count it
+    ood_k = _keys(out["test_ood"], lg.n_items)
+    also = np.isin(ood_k, np.concatenate([_keys(out["valid"], lg.n_items), _keys(out["test_iid"], lg.n_items)]))
+    n_also = int(also.sum())
+    if n_also:
+        notes.append(f"Removed {n_also:,} OOD-test pairs that are also validation or IID-test pairs.")
+        out["test_ood"] = out["test_ood"][~also]
+        out_t["test_ood"] = None if out_t["test_ood"] is None else out_t["test_ood"][~also]
     meta = dict(meta)
     meta["dropped_unknown"] = dropped
     meta["removed_in_train"] = overlap
+    meta["ood_also_heldout"] = n_also
     if times is not None:
         meta["time_ranges"] = {"train": _time_range(times[train]),
                                **{k: _time_range(v) for k, v in out_t.items()}}
@@ -466,5 +477,6 @@ def shift_report(dataset: Dataset) -> dict:
         rep["time_ranges"] = {"train": (int(ds.train_time.min()), int(ds.train_time.max()))}
     if "dropped_unknown" in meta:
         rep["dropped"] = {"unknown_user_or_item": meta["dropped_unknown"],
-                          "also_in_train": meta["removed_in_train"]}
+                          "also_in_train": meta["removed_in_train"],
+                          "ood_also_valid_or_iid": int(meta.get("ood_also_heldout", 0))}
     return rep

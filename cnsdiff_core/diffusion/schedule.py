@@ -92,12 +92,20 @@ class NoiseSchedule:
         """(T+1,) standard deviation of the noise in z_t: sqrt(1 - alphabar_t)."""
         return np.sqrt(1 - self.alphas_cumprod)
 
-    def loss_weights(self, normalize: bool = True) -> np.ndarray:
-        """(T+1,) DiffRec reweighting w(t) = SNR(t-1) - SNR(t), w(1) = 1; entry 0 unused."""
+    def loss_weights(self, normalize: bool = True, kind: str = "snr-diff") -> np.ndarray:
+        """(T+1,) per-t weight of the denoiser loss; entry 0 unused.
+
+        'snr-diff': w(t) = SNR(t-1) - SNR(t) for t >= 2 and w(1) = w(2) (SNR(0) is infinite);
+        'snr-diff-ref': the same with w(1) = 1, as DiffRec and the reference code have it: against
+        weights of 28..9e4 that gives t = 1 almost nothing once normalized (an artefact kept for
+        the reference and paper presets); 'uniform': 1 for every t.
+        normalize: scale w(1..T) to mean 1."""
         snr = self.snr()
         w = np.ones(self.steps + 1)
-        if self.steps >= 2:
+        if kind != "uniform" and self.steps >= 2:
             w[2:] = snr[1:-1] - snr[2:]
+            if kind == "snr-diff":
+                w[1] = w[2]
         w[0] = 0.0
         if normalize:
             w[1:] = w[1:] / w[1:].mean()

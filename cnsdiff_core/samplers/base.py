@@ -69,7 +69,7 @@ class BatchContext:
     items_e: torch.Tensor  # (I, d) all final item embeddings (with grad)
     layers: torch.Tensor | None  # (L+1, U+I, d) per-layer embeddings, when a sampler asks
     n_users: int
-    progress: float  # 0 at the first epoch, 1 at the last
+    epoch: int  # 0-based training epoch (schedules that move with training are defined in epochs)
     pool: NegativePool
     env: torch.Tensor | None = None  # (B,) environment of each training interaction
 

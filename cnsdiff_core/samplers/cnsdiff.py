@@ -19,7 +19,7 @@ class CNSDiffSampler(Sampler):
         super().__init__(cfg, device)
         self.schedule = NoiseSchedule.from_config(cfg)
         self.sched = self.schedule.tensors(device)
-        self.weights = torch.as_tensor(self.schedule.loss_weights(cfg.normalize_snr_weights),
+        self.weights = torch.as_tensor(self.schedule.loss_weights(cfg.normalize_snr_weights, cfg.loss_weighting),
                                        dtype=torch.float32, device=device)
         self.denoiser = Denoiser(cfg.dim, cfg.denoiser_hidden, 64, cfg.denoiser_dropout,
                                  cfg.condition_on_user).to(device)
@@ -53,10 +53,19 @@ class CNSDiffSampler(Sampler):
             return torch.where(none_ok, dist.argmax(1), scores.argmax(1))
         return scores.argmax(1)
 
-    def mix_weights(self, n: int, progress: float, device) -> torch.Tensor:
-        """lambda ~ Beta(a, b), (a, b) moving linearly from (a0, b0) to (a1, b1) over training."""
+    def ramp(self, epoch: int) -> float:
+        """Where the mixing ramp stands at a 0-based epoch: 0 at epoch 0, 1 from epoch
+        mix_ramp_epochs on, whatever the epoch budget (mix_ramp_epochs=0: over the configured
+        budget, the reference behaviour, which early stopping cuts short)."""
         cfg = self.cfg
-        progress = min(max(progress, 0.0), 1.0)
+        span = cfg.mix_ramp_epochs if cfg.mix_ramp_epochs > 0 else max(cfg.epochs - 1, 1)
+        return min(max(epoch / span, 0.0), 1.0)
+
+    def mix_weights(self, n: int, epoch: int, device) -> torch.Tensor:
+        """lambda ~ Beta(a, b), (a, b) moving linearly from (a0, b0) at epoch 0 to (a1, b1) at epoch
+        mix_ramp_epochs, then staying there."""
+        cfg = self.cfg
+        progress = self.ramp(epoch)
         a = cfg.mix_a0 + (cfg.mix_a1 - cfg.mix_a0) * progress
         b = cfg.mix_b0 + (cfg.mix_b1 - cfg.mix_b0) * progress
         beta = torch.distributions.Beta(torch.tensor(float(a), device=device), torch.tensor(float(b), device=device))
@@ -69,7 +78,7 @@ class CNSDiffSampler(Sampler):
         chosen = self.pick_hardest(cands, pos_d, user_d)  # (B,)
         h = cands[torch.arange(len(chosen), device=cands.device), chosen]  # (B, d), no grad
         rand_e = ctx.items_e[ctx.rand_neg]  # (B, d), with grad
-        lam = self.mix_weights(len(chosen), ctx.progress, h.device).unsqueeze(-1)  # (B, 1)
+        lam = self.mix_weights(len(chosen), ctx.epoch, h.device).unsqueeze(-1)  # (B, 1)
         neg = lam * h + (1 - lam) * rand_e
         extra, parts = None, {}
         if cfg.cl_weight > 0:

@@ -1,5 +1,7 @@
 """MixGCF (Huang et al. 2021): positive mixing per layer, then hop mixing picks, per layer, the
-mixed candidate the user scores highest; the negative is the mean over layers (a synthetic vector)."""
+mixed candidate the pooled user embedding scores highest; the negative is the mean over layers (a
+synthetic vector). As in the original code, every hop is scored against the user's pooled (mean
+over layers) embedding, not that hop's user embedding."""
 import torch
 
 from .base import BatchContext, NegativeBatch, Sampler
@@ -15,19 +17,21 @@ class MixGCFSampler(Sampler):
         cands = ctx.pool.draw(ctx.users, M)  # (B, M)
         layers = ctx.layers  # (L+1, U+I, d)
         n_l = layers.shape[0]
-        u_l = layers[:, ctx.users].transpose(0, 1)  # (B, L+1, d)
         p_l = layers[:, ctx.n_users + ctx.pos].transpose(0, 1)  # (B, L+1, d)
         alpha = torch.rand(B, 1, n_l, device=layers.device)  # (B, 1, L+1)
         with torch.no_grad():
+            u = layers[:, ctx.users].mean(0)  # (B, d) pooled user embedding
             c_l = layers[:, ctx.n_users + cands].permute(1, 2, 0, 3)  # (B, M, L+1, d)
             # score of a mixed candidate, without materializing the mix:
             # u.(a p + (1-a) c) = a (u.p) + (1-a) (u.c)
-            s_up = (u_l * p_l).sum(-1).unsqueeze(1)  # (B, 1, L+1)
-            s_uc = torch.einsum("bld,bmld->bml", u_l, c_l)  # (B, M, L+1)
+            s_up = torch.einsum("bd,bld->bl", u, p_l).unsqueeze(1)  # (B, 1, L+1)
+            s_uc = torch.einsum("bd,bmld->bml", u, c_l)  # (B, M, L+1)
             best = (alpha * s_up + (1 - alpha) * s_uc).argmax(1)  # (B, L+1)
         chosen_items = cands.gather(1, best)  # (B, L+1)
         c_best = layers[torch.arange(n_l, device=layers.device).unsqueeze(0),
                         ctx.n_users + chosen_items]  # (B, L+1, d), with grad
         a = alpha[:, 0, :].unsqueeze(-1)  # (B, L+1, 1)
         neg = (a * p_l + (1 - a) * c_best).mean(1)  # (B, d)
-        return NegativeBatch(emb=neg, items=None, reg_items=chosen_items[:, 0], synthesized=neg.detach())
+        # the pre-mix candidate (hop-pooled chosen candidates, no positive mixing), for diagnostics
+        return NegativeBatch(emb=neg, items=None, reg_items=chosen_items[:, 0],
+                             synthesized=c_best.detach().mean(1))
