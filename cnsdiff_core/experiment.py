@@ -192,13 +192,19 @@ def causal_ablation(frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["confounding", "causal", "seeds"])
     f = frame.copy()
     f["confounding"] = [parse_synthetic(str(d).split(":", 1)[1]).confounding for d in f["dataset"]]
-    f["causal"] = [json.loads(o).get("causal", "env-variance") for o in f["overrides"]]
+    def label(overrides: str) -> str:
+        kw = json.loads(overrides)
+        kind = kw.get("causal", "env-variance")
+        return f"{kind} (weight {kw['causal_weight']:g})" if "causal_weight" in kw else kind
+
+    f["causal"] = [label(o) for o in f["overrides"]]
     cols = [c for c in ("valid_recall@20", "ood_recall@20", "fhn_true", "premix_fhn_true", "own_positive") if c in f]
     g = f.groupby(["confounding", "causal"])
     out = pd.concat([g[cols].mean(), g[cols].std(ddof=0).add_suffix("_std"), g.size().rename("seeds")], axis=1)
-    order = {"none": 0, "kl": 1, "env-variance": 2}
+    order = {"none": 0, "kl": 1, "env-variance": 2}  # stronger-weight variants after their kind
     out = out.reset_index()
-    return out.sort_values(["confounding", "causal"], key=lambda c: c.map(order) if c.name == "causal" else c,
+    return out.sort_values(["confounding", "causal"],
+                           key=lambda c: c.map(lambda k: order.get(k, len(order))) if c.name == "causal" else c,
                            ignore_index=True)
 
 
