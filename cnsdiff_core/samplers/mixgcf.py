@@ -31,3 +31,10 @@ class MixGCFSampler(Sampler):
         a = alpha[:, 0, :].unsqueeze(-1)  # (B, L+1, 1)
         neg = (a * p_l + (1 - a) * c_best).mean(1)  # (B, d)
         return NegativeBatch(emb=neg, items=None, reg_items=chosen_items[:, 0], synthesized=neg.detach())
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        # hop mixing runs over the backbone's layers; `layers` is shared by every sampler, so it is
+        # not a MixGCF knob here (MixGCF has no hop setting of its own)
+        return {**super().search_space(trial),
+                "mixgcf_candidates": trial.suggest_int("mixgcf_candidates", 8, 128, log=True)}
