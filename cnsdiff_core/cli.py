@@ -5,6 +5,7 @@
   runs, list  list stored runs
   import      register a user's file or folder under a name (data directory $CNSDIFF_DATA)
   datasets    list datasets and where they come from
+  tune        an Optuna study of one sampler's settings on one storage (any number of workers)
   experiment  every sampler x seeds on one dataset, one results table (docs/RESULTS.md)
   report      merge experiment CSVs into one table
   bench       seconds per epoch, evaluation time, memory, where the time goes
@@ -217,6 +218,74 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+def _worker_args(argv: list[str], drop_flags: tuple[str, ...], drop_valued: tuple[str, ...]) -> list[str]:
+    """The command line of a worker process: the parent's own arguments without the ones that are
+    the parent's alone (--workers N, --json, --out FILE)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in drop_flags or any(a.startswith(f + "=") for f in drop_valued):
+            continue
+        if a in drop_valued:
+            skip = True
+            continue
+        out.append(a)
+    return out + ["--workers", "1"]
+
+
+def cmd_tune(args) -> int:
+    import json
+
+    import optuna
+
+    from .tune import open_study, spawn_workers, wait_workers, work
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported in one sentence below
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers} is invalid: give 1 or more worker processes.")
+    overrides = parse_set_args(args.set or [])
+    opened = open_study(args.dataset, args.sampler, args.trials, storage=args.storage, study=args.study,
+                        epochs=args.epochs, preset=args.preset, shift=args.shift, seed=args.seed,
+                        device=args.device, overrides=overrides, runs_dir=args.runs_dir,
+                        heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
+                        warmup=args.warmup)
+    tag = f"[{opened.study.study_name}]"
+    log = lambda line: print(f"{tag} {line}", file=sys.stderr, flush=True)  # noqa: E731
+    log(f"storage {opened.label}; {args.trials} finished trials wanted; {args.workers} worker(s) here")
+    procs = []
+    if args.workers > 1:  # the same command in more processes: they share the study through its storage
+        argv = _worker_args(sys.argv[2:] if args._argv is None else args._argv, ("--json",), ("--workers",))
+        procs = spawn_workers(["tune", *argv, "--study", opened.study.study_name], args.workers - 1)
+    summary = work(opened, timeout=args.timeout, runs_dir=args.runs_dir, log=log)
+    codes = wait_workers(procs)
+    if procs:
+        from .tune import study_summary
+
+        summary = study_summary(opened.study, opened.label, {k: summary[k] for k in ("trials", "stopped", "gave_up")})
+        summary["worker_exit_codes"] = codes
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        best = summary["best_value"]
+        print(f"study {summary['study']} ({summary['storage']}): {summary['n_complete']} complete, "
+              f"{summary['n_pruned']} pruned, {summary['n_failed']} failed; "
+              + (f"best validation Recall@20 {best:.4f} (trial {summary['best_trial']}, run {summary['best_run_id']}) "
+                 f"with {json.dumps(summary['best_params'])}" if best is not None else "no complete trial yet"))
+    for f in summary["failures"]:
+        if f["error"] and f["error"] != "stopped by request":
+            print(f"note: trial {f['trial']} failed: {f['error']}", file=sys.stderr)
+    if summary["gave_up"]:
+        print(f"error: {summary['gave_up']}", file=sys.stderr)
+        return 2
+    if any(codes):
+        print(f"error: {sum(1 for c in codes if c)} worker process(es) exited with an error (codes {codes}); "
+              "their messages are above.", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_report(args) -> int:
     from .experiment import table_from_csvs
 
@@ -300,6 +369,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="write the table as CSV")
     e.set_defaults(func=cmd_experiment)
 
+    tu = sub.add_parser("tune", help="tune one sampler's settings with Optuna (shared storage, any number of workers)",
+                        description="An Optuna study maximizing IID-validation Recall@20. --trials is the study's "
+                                    "total: start the same command on several processes or machines with one "
+                                    "--storage and they share the study.")
+    tu.add_argument("--dataset", required=True)
+    tu.add_argument("--sampler", required=True, choices=list(SAMPLERS))
+    tu.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials the study should hold")
+    tu.add_argument("--storage", help="sqlite:///PATH, postgresql://user:pw@host/db, or a journal file "
+                    "(journal:PATH or PATH.journal); default: studies.db in the runs folder")
+    tu.add_argument("--study", help="study name (default: from dataset, shift, sampler, preset, epochs and seed)")
+    tu.add_argument("--epochs", type=int, help="epoch budget of every trial (default: the preset's)")
+    tu.add_argument("--timeout", type=float, help="this worker stops starting trials after this many seconds")
+    tu.add_argument("--preset", default="tuned", choices=sorted(PRESETS), help="settings the search starts from")
+    tu.add_argument("--shift")
+    tu.add_argument("--seed", type=int, default=0, help="training seed of every trial and the TPE sampler's seed")
+    tu.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed override of every trial (repeatable)")
+    tu.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    tu.add_argument("--workers", type=int, default=1, help="worker processes started here (one thread each)")
+    tu.add_argument("--warmup", type=int, help="epochs before pruning may stop a trial (default: epochs/5, at least 2)")
+    tu.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between a running trial's heartbeats")
+    tu.add_argument("--grace-period", type=int, default=120,
+                    help="a running trial silent this long belongs to a dead worker and is failed")
+    tu.add_argument("--runs-dir")
+    tu.add_argument("--json", action="store_true", help="print one JSON object with the study's result")
+    tu.set_defaults(func=cmd_tune)
+
     rp = sub.add_parser("report", help="merge experiment CSVs of one dataset into one table")
     rp.add_argument("csv", nargs="+")
     rp.set_defaults(func=cmd_report)
@@ -328,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = None if argv is None else list(argv)[1:]  # the command's own arguments (worker processes reuse them)
     if getattr(args, "help_settings", False):
         for name, typ, default in setting_help():
             print(f"{name:24s} {typ:18s} default {default}")
@@ -335,10 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     from .data.dataset import DataError
     from .runs import StoreError
     from .train import TrainingError
+    from .tune import TuneError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, StoreError, TrainingError) as exc:
+    except (ConfigError, DataError, StoreError, TrainingError, TuneError) as exc:
         _close_progress_bars()
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -128,7 +128,7 @@ class CNSDiffSampler(Sampler):
         causal term (its weight only when there is one). Ranges assume the default T = 20."""
         space = {**super().search_space(trial),
                  "schedule": trial.suggest_categorical("schedule", list(SCHEDULES)),
-                 "noise_scale": trial.suggest_float("noise_scale", 0.05, 2.0, log=True),
+                 "noise_scale": trial.suggest_float("noise_scale", 0.05, 1.0, log=True),  # cosine breaks above 1
                  "hard_start": trial.suggest_int("hard_start", 1, 10),
                  "hard_stride": trial.suggest_int("hard_stride", 1, 8),
                  "denoise_steps": trial.suggest_int("denoise_steps", 0, 8),
