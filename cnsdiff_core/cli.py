@@ -201,20 +201,64 @@ def cmd_datasets(args) -> int:
     return 0
 
 
-def cmd_experiment(args) -> int:
-    from .experiment import run_experiment
+def _variants(items: list[str]) -> dict[str, dict]:
+    """--variant NAME:key=value,key=value -> {NAME: {key: value}}."""
+    out = {}
+    for item in items:
+        name, _, sets = item.partition(":")
+        if not name.strip() or not sets.strip():
+            raise ConfigError(f"--variant {item!r} is not NAME:key=value[,key=value]; e.g. tuned+kl:causal=kl.")
+        out[name.strip()] = parse_set_args([p for p in sets.split(",") if p.strip()])
+    return out
 
+
+def _best_overrides(storage: str, prefix: str, samplers: list[str], runs_dir) -> dict[str, dict]:
+    """Each sampler's best configuration in the studies PREFIX<sampler> of a storage."""
+    from .tune import best_overrides
+
+    return {s: best_overrides(storage, f"{prefix}{s}", s, runs_dir) for s in samplers if s != "mostpop"}
+
+
+def cmd_experiment(args) -> int:
+    import optuna
+
+    from .experiment import grid_table, open_grid, work_grid
+    from .tune import spawn_workers, wait_workers
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    presets = [p.strip() for p in args.preset.split(",") if p.strip()]
+    for p in presets:
+        if p not in PRESETS:
+            raise ConfigError(f"preset {p!r} is unknown; use one or several (comma-separated) of {', '.join(PRESETS)}.")
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers} is invalid: give 1 or more worker processes.")
     overrides = parse_set_args(args.set or [])
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    table = run_experiment(args.dataset, samplers, seeds=args.seeds, shift=args.shift, device=args.device,
-                           preset=args.preset, overrides=overrides, with_reference=not args.no_reference,
-                           runs_dir=args.runs_dir, log=print, with_mostpop=not args.no_mostpop)
+    best, label = None, None
+    if args.best_from:
+        best, label = _best_overrides(args.best_from, args.best_prefix or "", samplers, args.runs_dir), "optuna-best"
+    grid = open_grid(args.dataset, samplers, seeds=args.seeds, shift=args.shift, device=args.device, preset=presets,
+                     overrides=overrides, with_reference=not args.no_reference, runs_dir=args.runs_dir,
+                     storage=args.storage, study=args.study, variants=_variants(args.variant or []),
+                     sampler_overrides=best, label=label)
+    procs = []
+    if args.workers > 1 and grid.study is not None:
+        argv = _worker_args(sys.argv[2:] if args._argv is None else args._argv, (), ("--workers", "--out"))
+        procs = spawn_workers(["experiment", *argv, "--study", grid.study.study_name], args.workers - 1)
+    work_grid(grid, args.runs_dir, log=lambda line: print(line, flush=True))
+    codes = wait_workers(procs)
+    with_mostpop = not args.no_mostpop or "mostpop" in samplers
+    table = grid_table(grid, with_mostpop, log=lambda line: print(f"note: {line}", file=sys.stderr))
     print(table.markdown)
     if args.out:
         table.frame.to_csv(args.out, index=False)
         print(f"wrote {args.out}")
+    if any(codes):
+        print(f"error: {sum(1 for c in codes if c)} worker process(es) exited with an error (codes {codes}); "
+              "their messages are above.", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -361,10 +405,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=int, default=1)
     e.add_argument("--epochs", type=int)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    e.add_argument("--preset", default="tuned", choices=sorted(PRESETS))
+    e.add_argument("--preset", default="tuned", help="preset of every sampler; further comma-separated presets "
+                   f"add CNSDiff rows (e.g. tuned,paper); one or more of {', '.join(PRESETS)}")
     e.add_argument("--set", action="append", metavar="KEY=VALUE")
+    e.add_argument("--variant", action="append", metavar="NAME:KEY=VALUE,...",
+                   help="an extra CNSDiff row: the first preset with these overrides, labelled NAME (repeatable)")
+    e.add_argument("--best-from", metavar="STORAGE", help="train each sampler with the best parameters of its "
+                   "study BEST_PREFIX<sampler> in this storage (rows labelled optuna-best)")
+    e.add_argument("--best-prefix", default="", help="study name prefix for --best-from (e.g. fair-food-)")
     e.add_argument("--no-reference", action="store_true", help="skip the reference-code row")
     e.add_argument("--no-mostpop", action="store_true", help="skip the MostPop row")
+    e.add_argument("--storage", help="where the grid's study lives (as for tune; default: studies.db in the runs "
+                   "folder): the same command on more processes or machines with this storage shares the grid")
+    e.add_argument("--study", help="study name of the grid (default: derived from the dataset and every cell's settings)")
+    e.add_argument("--workers", type=int, default=1, help="worker processes started here (one thread each)")
     e.add_argument("--runs-dir")
     e.add_argument("--out", help="write the table as CSV")
     e.set_defaults(func=cmd_experiment)

@@ -504,3 +504,20 @@ def trials_frame(study: optuna.Study):
         row |= {f"param {k}": v for k, v in t.params.items()}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def best_overrides(storage: str | None, study: str, sampler: str, runs_dir: str | Path | None = None) -> dict:
+    """TrainConfig overrides of a study's best trial (its parameters replayed through the sampler's
+    search space). Raises TuneError when the study does not exist or has no complete trial."""
+    store_, label = open_storage(storage, runs_dir)
+    try:
+        st = optuna.load_study(study_name=study, storage=store_)
+    except KeyError:
+        raise TuneError(f"there is no study {study!r} in {_safe(label)}; run `tune` first or check the name.") from None
+    spec = st.user_attrs.get("spec", {})
+    if spec.get("sampler") not in (None, sampler):
+        raise TuneError(f"study {study!r} tuned {spec.get('sampler')}, not {sampler}; check the study name.")
+    complete = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise TuneError(f"study {study!r} has no complete trial yet; let `tune` finish some first.")
+    return trial_overrides(sampler, max(complete, key=lambda t: t.value).params)
