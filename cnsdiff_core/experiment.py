@@ -285,9 +285,6 @@ def work_grid(grid: OpenGrid, runs_dir: str | None = None, log: Callable[[str], 
             st.optimize(objective, n_trials=1, catch=(TrainingError, StoreError, DataError))
         except StudyStopped:
             return
-        last = st.get_trials(deepcopy=False)[-1] if st.get_trials(deepcopy=False) else None
-        if last is not None and last.state == TrialState.FAIL and last.user_attrs.get("error") is None:
-            raise RuntimeError(f"grid cell {last.params.get('cell')} failed without a message")
 
 
 def grid_frame(grid: OpenGrid) -> pd.DataFrame:
@@ -331,6 +328,9 @@ def grid_table(grid: OpenGrid, with_mostpop: bool = True, log: Callable[[str], N
     frame = pd.concat([pd.DataFrame(rows), runs], ignore_index=True) if rows else runs
     frame.insert(0, "dataset", grid.dataset)
     frame.insert(1, "shift", data.shift)
+    if frame.empty:  # nothing finished yet (stopped, or every cell running elsewhere)
+        summary = pd.DataFrame(columns=["sampler", "preset", "seeds"])
+        return ExperimentTable(frame, summary, to_markdown(summary, f"{grid.dataset} ({data.shift} shift)"))
     summary = summarize(frame)
     return ExperimentTable(frame, summary, to_markdown(summary, f"{grid.dataset} ({data.shift} shift)"))
 

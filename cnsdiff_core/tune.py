@@ -133,7 +133,7 @@ def open_storage(url: str | None = None, runs_dir: str | Path | None = None,
         if label.startswith("sqlite:///"):
             Path(label[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs = {"connect_args": {"timeout": 120}}  # wait for another worker's write lock
-        storage = RDBStorage(label, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
+        storage = RDBStorage(_driver_url(label), engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
                              grace_period=grace_period)
     except TuneError:
         raise
@@ -145,6 +145,18 @@ def open_storage(url: str | None = None, runs_dir: str | Path | None = None,
         raise TuneError(f"cannot open the study storage {_safe(label)} ({type(exc).__name__}: {reason}); "
                         "check the URL and that the database server is running.") from None
     return storage, label
+
+
+def _driver_url(url: str) -> str:
+    """SQLAlchemy 2.1 reads a plain postgresql:// URL with psycopg 3; requirements.txt pins psycopg2
+    (binary wheels), so name that driver unless the URL names one or psycopg 3 is installed."""
+    import importlib.util
+
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain) and importlib.util.find_spec("psycopg") is None \
+                and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len(plain):]
+    return url
 
 
 def _safe(url: str) -> str:
@@ -345,7 +357,7 @@ class TrialObjective:
         trial.set_user_attr("seconds", round(res.seconds, 2))
         if pruned:
             self.log(f"trial {trial.number}: pruned after epoch {pruned['epoch']} ({run_id})")
-            raise optuna.TrialPruned(f"validation Recall@20 below the median after epoch {pruned['epoch']}")
+            raise optuna.TrialPruned(f"the pruner stopped it on validation Recall@20 after epoch {pruned['epoch']}")
         if res.status == "stopped":
             trial.set_user_attr("error", "stopped by request")
             raise StudyStopped(f"trial {trial.number} was stopped by request; its run {run_id} is kept")
