@@ -133,8 +133,7 @@ def open_storage(url: str | None = None, runs_dir: str | Path | None = None,
         if label.startswith("sqlite:///"):
             Path(label[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs = {"connect_args": {"timeout": 120}}  # wait for another worker's write lock
-        storage = RDBStorage(_driver_url(label), engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
-                             grace_period=grace_period)
+        storage = _rdb_storage(_driver_url(label), kwargs, heartbeat_interval, grace_period)
     except TuneError:
         raise
     except OSError as exc:
@@ -145,6 +144,22 @@ def open_storage(url: str | None = None, runs_dir: str | Path | None = None,
         raise TuneError(f"cannot open the study storage {_safe(label)} ({type(exc).__name__}: {reason}); "
                         "check the URL and that the database server is running.") from None
     return storage, label
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, heartbeat_interval: int, grace_period: int) -> RDBStorage:
+    """RDBStorage, retried when workers starting together race to create the tables of a new
+    database (one of them then sees a duplicate table or version row and only has to try again)."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                              grace_period=grace_period)
+        except (IntegrityError, OperationalError, ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _driver_url(url: str) -> str:
@@ -317,8 +332,9 @@ class TrialObjective:
         from .train import TrainingError
 
         name = trial.study.study_name
+        finished = n_finished(trial.study)
         for cb in self.callbacks:
-            cb({"type": "trial", "number": trial.number, "study": name})
+            cb({"type": "trial", "number": trial.number, "study": name, "finished": finished})
         try:
             cfg = self.base.with_updates(**self.space(trial), preset="trial")
         except ConfigError as exc:
