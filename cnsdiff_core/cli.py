@@ -7,6 +7,7 @@
   datasets    list datasets and where they come from
   tune        an Optuna study of one sampler's settings on one storage (any number of workers)
   experiment  every sampler x seeds on one dataset, one results table (docs/RESULTS.md)
+  fair-report the fair benchmark's table from its studies (scripts/fair_benchmark.sh)
   report      merge experiment CSVs into one table
   bench       seconds per epoch, evaluation time, memory, where the time goes
   precompute  the workshop bundle of runs and projections
@@ -330,6 +331,29 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_fair_report(args) -> int:
+    import os
+
+    import optuna
+
+    from .fair import fair_report
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    budgets = {d: args.trials for d in args.datasets.split(",") if d}
+    for item in args.budget or []:
+        ds, _, n = item.partition("=")
+        try:
+            budgets[ds.strip()] = int(n)
+        except ValueError:
+            raise ConfigError(f"--budget {item!r} is not DATASET=TRIALS; e.g. yelp2018=8.") from None
+    runs = args.runs_dir or os.environ.get("CNSDIFF_RUNS")
+    frame = fair_report(list(budgets), args.studies, [s for s in args.samplers.split(",") if s], budgets,
+                        args.out, args.markdown, runs_dir=runs, per_user_dir=args.per_user)
+    print(open(args.markdown).read())
+    print(f"wrote {args.out} and {args.markdown} ({len(frame)} rows)")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .experiment import table_from_csvs
 
@@ -448,6 +472,19 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--runs-dir")
     tu.add_argument("--json", action="store_true", help="print one JSON object with the study's result")
     tu.set_defaults(func=cmd_tune)
+
+    fr = sub.add_parser("fair-report", help="the fair benchmark's table (CSV + markdown) from its journals")
+    fr.add_argument("--datasets", required=True, help="comma-separated")
+    fr.add_argument("--samplers", default=",".join(SAMPLERS))
+    fr.add_argument("--studies", default="results/studies", help="folder of the <dataset>.journal files")
+    fr.add_argument("--trials", type=int, default=24, help="the tuning budget (it names the seeds study)")
+    fr.add_argument("--budget", action="append", metavar="DATASET=TRIALS", help="another budget for one dataset")
+    fr.add_argument("--runs-dir", help="run store of the seed runs (default $CNSDIFF_RUNS); per-user metrics "
+                    "are copied from it next to the studies")
+    fr.add_argument("--per-user", help="folder of the compact per-user copies (default STUDIES/../fair/per_user)")
+    fr.add_argument("--out", default="results/fair_benchmark.csv")
+    fr.add_argument("--markdown", default="results/fair_benchmark.md")
+    fr.set_defaults(func=cmd_fair_report)
 
     rp = sub.add_parser("report", help="merge experiment CSVs of one dataset into one table")
     rp.add_argument("csv", nargs="+")

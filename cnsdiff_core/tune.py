@@ -252,8 +252,17 @@ def check_spec(study: optuna.Study, spec: dict, what: str = "study") -> None:
     if stored != mine:
         diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
         k = diff[0]
-        raise TuneError(f"{what} {study.study_name!r} was created with {k}={stored.get(k)!r}, not {mine.get(k)!r}; "
+        a, b = stored.get(k), mine.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):  # e.g. the grid's cells: name the first that differs
+            sub = sorted(x for x in set(a) | set(b) if a.get(x) != b.get(x))[0]
+            k, a, b = f"{k}[{sub}]", a.get(sub, "(absent)"), b.get(sub, "(absent)")
+        raise TuneError(f"{what} {study.study_name!r} was created with {k}={_cut(a)}, not {_cut(b)}; "
                         "use the same settings to continue it or pass --study NEW_NAME for a new one.")
+
+
+def _cut(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def load_or_create(storage, name: str, sampler=None, pruner=None) -> optuna.Study:

@@ -367,3 +367,43 @@ def test_a_bad_grid_setting_is_refused_before_training(tmp_path):
 
         run_experiment("sample", ["rns"], overrides={"lr": "x"}, runs_dir=str(tmp_path / "runs"))
     assert not (tmp_path / "runs").exists() or not RunStore(tmp_path / "runs").list_runs()
+
+
+# --- the fair benchmark's report ---------------------------------------------------------------------
+def test_fair_report_tables_the_searches_the_seeds_and_paired_tests(tmp_path):
+    import pandas as pd
+
+    from cnsdiff_core.experiment import run_experiment
+    from cnsdiff_core.fair import fair_report, seeds_study_name, tune_study_name
+
+    runs, studies = tmp_path / "runs", tmp_path / "results" / "studies"
+    journal = f"journal:{studies / 'sample.journal'}"
+    small = {"probe_triples": 64}
+    for s in ("rns", "pns"):
+        run_study("sample", s, 2, storage=journal, study=tune_study_name("sample", s), epochs=2, preset="demo",
+                  device="cpu", runs_dir=runs, overrides=small)
+    best = {s: best_overrides(journal, tune_study_name("sample", s), s) for s in ("rns", "pns")}
+    table = run_experiment("sample", ["rns", "pns"], seeds=2, device="cpu", preset="demo",
+                           overrides={**small, "epochs": 2, "test_eval": "selected"}, with_reference=False,
+                           runs_dir=str(runs), with_mostpop=False, storage=journal,
+                           study=seeds_study_name("sample", 2), sampler_overrides=best, label="optuna-best")
+    assert set(table.frame["preset"]) == {"optuna-best"}
+    assert table.frame.set_index(["sampler", "seed"]).loc[("pns", 0), "run_id"]
+    rns_lr = RunStore(runs).info(table.frame[table.frame.sampler == "rns"]["run_id"].iloc[0]).config["lr"]
+    assert rns_lr == pytest.approx(best["rns"]["lr"])  # the seeds train the study's best configuration
+    out_csv, out_md = tmp_path / "results" / "fair.csv", tmp_path / "results" / "fair.md"
+    frame = fair_report(["sample"], studies, ["rns", "pns"], {"sample": 2}, out_csv, out_md, runs_dir=runs)
+    rows = frame.set_index("sampler")
+    means = table.summary.set_index("sampler")["ood_recall@20"]
+    base = means.idxmax()  # the best baseline is the one with the higher OOD Recall@20
+    other = "pns" if base == "rns" else "rns"
+    assert (rows["best_baseline"] == base).all() and rows.loc[other, "ood_recall@20"] == pytest.approx(means[other])
+    assert rows.loc[other, "rel_ood_recall@20"] == pytest.approx(means[other] / means[base] - 1)
+    assert 0 <= rows.loc[other, "wilcoxon_p"] <= 1 and rows.loc[other, "paired_users"] > 100
+    assert pd.isna(rows.loc[base].get("wilcoxon_p")) and (rows["seeds"] == 2).all()
+    assert (rows["n_complete"] + rows["n_pruned"] == 2).all() and (rows["tuning_hours"] > 0).all()
+    assert f"| {other} | 2 | " in out_md.read_text() and "best baseline" in out_md.read_text()
+    # a fresh clone has the journal and the per-user copies, not the runs: the same table
+    shutil.rmtree(runs)
+    again = fair_report(["sample"], studies, ["rns", "pns"], {"sample": 2}, out_csv, out_md)
+    assert again.set_index("sampler").loc[other, "wilcoxon_p"] == pytest.approx(rows.loc[other, "wilcoxon_p"])
