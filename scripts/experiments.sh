@@ -11,7 +11,7 @@
 #      TEST_EVAL (every-epoch; 'selected' scores the tests once, at the selected epoch; the
 #      reference row keeps every-epoch, as it selects on the OOD test),
 #      STORAGE (default OUTDIR/runs/studies.db).
-# Tables: OUTDIR/csv/DATASET.csv (python -m cnsdiff_core report OUTDIR/csv/DATASET.csv), logs in OUTDIR/logs.
+# Tables: OUTDIR/csv/DATASET__all.csv (python -m cnsdiff_core report OUTDIR/csv/DATASET__*.csv), logs in OUTDIR/logs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$1; shift
@@ -33,6 +33,6 @@ if [ "${VARIANTS:-1}" = 1 ]; then
   done
 fi
 for ds in "$@"; do
-  $PY -m cnsdiff_core experiment --dataset "$ds" "${args[@]}" --out "$OUT/csv/$ds.csv" > "$OUT/logs/$ds.log" 2>&1 \
+  $PY -m cnsdiff_core experiment --dataset "$ds" "${args[@]}" --out "$OUT/csv/${ds}__all.csv" > "$OUT/logs/$ds.log" 2>&1 \
     && echo "done $ds" || echo "FAILED $ds (see $OUT/logs/$ds.log)"
 done
