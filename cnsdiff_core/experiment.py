@@ -232,7 +232,6 @@ def work_grid(grid: OpenGrid, runs_dir: str | None = None, log: Callable[[str], 
     Cells are handed out by the storage (trial numbers are unique, GridSampler maps trial n < cells
     to cell n), so workers on other processes or machines never train the same cell; a cell whose
     run failed (or whose worker died) is queued again."""
-    import optuna
     from optuna.trial import TrialState
 
     from .data.dataset import DataError

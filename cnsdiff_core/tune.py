@@ -125,10 +125,12 @@ def open_storage(url: str | None = None, runs_dir: str | Path | None = None,
         if journal is not None:
             journal.parent.mkdir(parents=True, exist_ok=True)
             return HeartbeatJournalStorage(str(journal), heartbeat_interval, grace_period), label
+        if "://" not in label and label.endswith((".db", ".sqlite", ".sqlite3")):
+            label = f"sqlite:///{Path(label).expanduser().resolve()}"  # a plain path to a SQLite file
         if "://" not in label:
             raise TuneError(f"storage {label!r} is neither a database URL (sqlite:///PATH, "
-                            "postgresql://user@host/db) nor a journal file (journal:PATH or *.journal); "
-                            "give one of those.")
+                            "postgresql://user@host/db, or a *.db file) nor a journal file (journal:PATH or "
+                            "*.journal); give one of those.")
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if label.startswith("sqlite:///"):
             Path(label[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
