@@ -18,3 +18,11 @@ class AdaptiveHardnessSampler(Sampler):
             target = cfg.ahns_beta * base.pow(cfg.ahns_p + 1)
             pick = (s_neg - target).abs().argmin(1, keepdim=True)
         return item_negative(ctx, cands.gather(1, pick)[:, 0])
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {**super().search_space(trial),
+                "ahns_candidates": trial.suggest_int("ahns_candidates", 4, 64, log=True),
+                "ahns_alpha": trial.suggest_float("ahns_alpha", 0.1, 10.0, log=True),
+                "ahns_beta": trial.suggest_float("ahns_beta", 0.01, 1.0, log=True),
+                "ahns_p": trial.suggest_float("ahns_p", -3.0, 0.0)}

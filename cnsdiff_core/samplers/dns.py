@@ -13,3 +13,8 @@ class DynamicSampler(Sampler):
             scores = score_candidates(ctx.user_e, ctx.items_e[cands])
         items = cands.gather(1, scores.argmax(1, keepdim=True))[:, 0]
         return item_negative(ctx, items)
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {**super().search_space(trial),
+                "dns_candidates": trial.suggest_int("dns_candidates", 2, 64, log=True)}

@@ -35,3 +35,10 @@ class MixGCFSampler(Sampler):
         # the pre-mix candidate (hop-pooled chosen candidates, no positive mixing), for diagnostics
         return NegativeBatch(emb=neg, items=None, reg_items=chosen_items[:, 0],
                              synthesized=c_best.detach().mean(1))
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        # hop mixing runs over the backbone's layers; `layers` is shared by every sampler, so it is
+        # not a MixGCF knob here (MixGCF has no hop setting of its own)
+        return {**super().search_space(trial),
+                "mixgcf_candidates": trial.suggest_int("mixgcf_candidates", 8, 128, log=True)}

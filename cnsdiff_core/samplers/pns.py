@@ -8,3 +8,7 @@ class PopularitySampler(Sampler):
     def sample(self, ctx: BatchContext) -> NegativeBatch:
         items = ctx.pool.draw(ctx.users, 1, weighted=True)[:, 0]
         return item_negative(ctx, items)
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {**super().search_space(trial), "pns_power": trial.suggest_float("pns_power", 0.0, 1.0)}
