@@ -111,7 +111,9 @@ class Trainer:
             raise TrainingError(f"dataset {data.name!r} has no training interactions; pick another dataset or split.")
         self.model = LightGCN(data.n_users, data.n_items, cfg.dim, cfg.layers).to(dev)
         self.model.set_graph(normalized_adjacency(data.train, data.n_users, data.n_items, dev))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        # foreach: the same updates as the per-parameter loop (bit for bit, tests/test_fastops.py) in a
+        # few multi-tensor operations; torch picks it by itself only on a GPU
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, foreach=True)
         self.popularity = data.item_popularity()
         self.test_mask = data.test_mask()
         self.pool = NegativePool(data.train, data.n_users, data.n_items, dev, self.popularity, cfg.pns_power)
@@ -178,6 +180,11 @@ class Trainer:
                                self.data.n_users, epoch, self.pool, self.env_t[idx])
             with self._phase("sample"):
                 nb = self.sampler.sample(ctx)
+            # the denoiser's own step reads only this batch's (detached) embeddings and draws its
+            # random numbers after the sampler's, so it can run here, while they are in cache: the
+            # same numbers as after the recommender's step
+            with self._phase("denoiser update"):
+                upd = self.sampler.update(ctx)
             with self._phase("loss"):
                 s_pos = (ctx.user_e * ctx.pos_e).sum(-1)
                 s_neg = (ctx.user_e * nb.emb).sum(-1)
@@ -190,8 +197,6 @@ class Trainer:
                 self.optimizer.step()
                 self.sampler.after_backward()
             parts = {"loss": loss.detach(), "bpr": bpr.detach(), **nb.parts}  # 0-d tensors, no sync
-            with self._phase("denoiser update"):
-                upd = self.sampler.update(ctx)
             parts.update({f"den_{k}": v for k, v in upd.items()})
             for k, v in parts.items():
                 totals[k] = totals[k] + v if k in totals else v

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .. import fastops
+
 
 def timestep_embedding(t: torch.Tensor, dim: int = 64, max_period: float = 10000.0) -> torch.Tensor:
     """(B,) integer steps -> (B, dim) sinusoidal embedding (Vaswani et al. 2017, sec. 3.5)."""
@@ -44,19 +46,22 @@ class Denoiser(nn.Module):
         # the bernoulli_ draw F.dropout makes (a third of the denoiser's update time)
         return h * (torch.rand_like(h) >= p).to(h.dtype) * (1.0 / (1.0 - p))
 
-    def forward(self, zt: torch.Tensor, t: torch.Tensor, user: torch.Tensor | None = None) -> torch.Tensor:
-        # zt: (B, d); t: (B,) long; user: (B, d) or None.
+    def forward(self, zt: torch.Tensor, t: torch.Tensor, user: torch.Tensor | None = None,
+                t_max: int | None = None) -> torch.Tensor:
+        # zt: (B, d); t: (B,) long; user: (B, d) or None; t_max: an upper bound of t (callers that
+        # know it pass it: no host sync to find it).
         # Same maths as Linear(cat[h, W_t emb(t), u]) but the time part is computed once per step
         # value (a (t_max+1, hidden) table) instead of once per row: no (B, d+64) concatenation.
         h = self._dropout(F.normalize(zt, dim=-1))
         d = zt.shape[-1]
         W = self.hidden.weight  # (H, d + time_dim [+ d])
-        t_max = int(t.max()) if t.numel() else 0
+        if t_max is None:
+            t_max = int(t.max()) if t.numel() else 0
         steps = torch.arange(t_max + 1, device=zt.device)
         time_table = self.time_proj(timestep_embedding(steps, self.time_dim)) @ W[:, d:d + self.time_dim].T
-        pre = F.linear(h, W[:, :d], self.hidden.bias) + time_table[t]  # (B, H)
+        pre = fastops.linear(h, W[:, :d], self.hidden.bias) + time_table[t]  # (B, H)
         if self.condition_on_user:
             if user is None:
                 raise ValueError("this denoiser is conditioned on the user; pass the user embedding.")
             pre = pre + F.linear(F.normalize(user, dim=-1), W[:, d + self.time_dim:])
-        return self.out(torch.tanh(pre))
+        return fastops.linear(torch.tanh(pre), self.out.weight, self.out.bias)

@@ -12,6 +12,7 @@ import torch
 
 import torch.nn.functional as F
 
+from .. import fastops
 from .denoiser import Denoiser, timestep_embedding
 from .schedule import ScheduleTensors
 
@@ -108,15 +109,18 @@ def _cpu_candidates(denoiser, sched, z0, steps, stops, noise, user, reverse_from
         u_term = 2 * F.linear(F.normalize(user, dim=-1), W[:, d + td:])  # (B, H), the same at every step
     c1, c2 = sched.coef1.tolist(), sched.coef2.tolist()
     std = torch.exp(0.5 * sched.post_log_var).tolist()
+    # the output matmul's c1[t] * w_o, once per step value (fastops.addmm: bit for bit torch.addmm)
+    w_o_scaled = {t: (w_o * c1[t]).T for t in range(1, t_max + 1)}
     out = torch.empty((z0.shape[0], len(steps), d), dtype=z0.dtype)
     for k, (s, r) in enumerate(zip(steps, stops)):
         x = sched.add_noise(z0, s, noise[k])
         for t in (range(sched.steps, 0, -1) if reverse_from_T else range(s, r, -1)):
             inv_norm = x.norm(dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
-            pre = torch.mm(x, w_h).mul_(inv_norm).add_(table[t])
+            pre = fastops.mm(x, w_h).mul_(inv_norm).add_(table[t])
             if u_term is not None:
                 pre.add_(u_term)
-            x = torch.addmm(x, pre.sigmoid_(), w_o, beta=c2[t], alpha=c1[t]).add_(b_o, alpha=c1[t])
+            x = fastops.addmm(x, pre.sigmoid_(), w_o, beta=c2[t], alpha=c1[t],
+                              b_scaled_t=w_o_scaled[t]).add_(b_o, alpha=c1[t])
             if posterior_noise and t > 1:
                 x.add_(torch.randn(x.shape, generator=generator, dtype=x.dtype), alpha=std[t])
         out[:, k] = x
@@ -138,7 +142,7 @@ def denoiser_loss(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.Tensor, 
     t = torch.randint(1, sched.steps + 1, (B,), device=z0.device, generator=generator)
     eps = torch.randn(z0.shape, device=z0.device, generator=generator)
     zt = sched.add_noise(z0, t, eps)
-    z0_hat = denoiser(zt, t, user)
+    z0_hat = denoiser(zt, t, user, t_max=sched.steps)
     mse = ((z0 - z0_hat) ** 2).mean(-1)  # (B,)
     loss = (weights[t] * mse).mean()
     parts = {"denoise": loss.detach()}  # 0-d tensors: callers sync when they need a number

@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import fastops
 from ..config import CAUSAL, LOSS_WEIGHTINGS, SCHEDULES, TrainConfig
 from ..diffusion import Denoiser, NoiseSchedule, denoiser_loss, synthesize_candidates
+from ..diffusion.fused import fused_denoiser_grads
 from .base import BatchContext, NegativeBatch, Sampler, score_candidates
 
 
@@ -23,7 +25,7 @@ class CNSDiffSampler(Sampler):
                                        dtype=torch.float32, device=device)
         self.denoiser = Denoiser(cfg.dim, cfg.denoiser_hidden, 64, cfg.denoiser_dropout,
                                  cfg.condition_on_user).to(device)
-        self.optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.denoiser_lr)
+        self.optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.denoiser_lr, foreach=True)
         self.steps = cfg.hardness_steps()
         self.stops = [cfg.stop_for(s) for s in self.steps]
 
@@ -68,8 +70,10 @@ class CNSDiffSampler(Sampler):
         progress = self.ramp(epoch)
         a = cfg.mix_a0 + (cfg.mix_a1 - cfg.mix_a0) * progress
         b = cfg.mix_b0 + (cfg.mix_b1 - cfg.mix_b0) * progress
-        beta = torch.distributions.Beta(torch.tensor(float(a), device=device), torch.tensor(float(b), device=device))
-        return beta.sample((n,)).clamp(min=cfg.min_mix)
+        # what torch.distributions.Beta(a, b).sample((n,)) computes (the first coordinate of a
+        # Dirichlet(a, b) draw, the same random numbers), without building the distribution objects
+        conc = torch.tensor([float(a), float(b)], device=device).expand(n, 2)
+        return torch._sample_dirichlet(conc)[:, 0].clamp(min=cfg.min_mix)
 
     def sample(self, ctx: BatchContext) -> NegativeBatch:
         cfg = self.cfg
@@ -108,11 +112,14 @@ class CNSDiffSampler(Sampler):
             return {}
         self.denoiser.train()
         env = ctx.env if cfg.causal == "env-variance" else None
-        loss, parts = denoiser_loss(self.denoiser, self.sched, ctx.pos_e.detach(), self.weights, cfg.causal,
-                                    cfg.causal_weight, env, cfg.n_envs,
-                                    ctx.user_e.detach() if cfg.condition_on_user else None)
+        args = (self.denoiser, self.sched, ctx.pos_e.detach(), self.weights, cfg.causal, cfg.causal_weight, env,
+                cfg.n_envs, ctx.user_e.detach() if cfg.condition_on_user else None)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if fastops.enabled() and ctx.pos_e.device.type == "cpu":
+            parts = fused_denoiser_grads(*args)  # the same loss, gradients written out (no autograd graph)
+        else:
+            loss, parts = denoiser_loss(*args)
+            loss.backward()
         self.optimizer.step()
         return parts
 
@@ -164,9 +171,40 @@ def contrastive_loss(anchor: torch.Tensor, negatives: torch.Tensor, temperature:
     pos = F.normalize(anchor + 0.01 * torch.randn_like(anchor), dim=-1)
     pos_logit = (a * pos).sum(-1) / temperature  # (B,)
     # 1/tau goes on the N negatives before the product instead of on the (B, N) logits
-    neg_logits = a @ (F.normalize(negatives, dim=-1) / temperature).T  # (B, N), each in [-1/tau, 1/tau]
+    n = F.normalize(negatives, dim=-1) / temperature
     if 1 / temperature < 80:  # exp cannot overflow float32: no max to subtract (the (B, N) passes it costs)
-        lse = neg_logits.exp().sum(1).log()
+        if fastops.enabled() and a.device.type == "cpu":
+            lse_mean = _MeanLogSumExp.apply(a, n)  # the same sums, with fewer (B, N) passes
+        else:
+            lse_mean = fastops.linear(a, n).exp().sum(1).log().mean()
     else:
-        lse = torch.logsumexp(neg_logits, dim=1)
-    return -pos_logit.mean() + lse.mean()
+        lse_mean = torch.logsumexp(fastops.linear(a, n), dim=1).mean()  # (B, N) logits = a n^T
+    return -pos_logit.mean() + lse_mean
+
+
+class _MeanLogSumExp(torch.autograd.Function):
+    """mean_i log sum_j exp(a_i . n_j) for logits that cannot overflow (CPU).
+
+    Forward: the exact operations of the plain expression (one product, exp, row sums, log, mean),
+    the exponentials computed in place. Backward: the plain chain's softmax weights
+    E_ij * (g / B) / s_i, written over the saved exponentials (no new (B, N) block), and the two
+    products from them (tests/test_samplers.py compares it with autograd)."""
+
+    @staticmethod
+    def forward(ctx, a, n):
+        e = fastops.linear(a.detach(), n.detach()).exp_()  # (B, N)
+        s = e.sum(1)
+        ctx.save_for_backward(a, n, e, s)
+        ctx.used = False
+        return s.log().mean()
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.used:
+            raise RuntimeError("the contrastive term's backward overwrites its saved block; it runs once per forward")
+        ctx.used = True
+        a, n, e, s = ctx.saved_tensors
+        p = e.mul_(((g / len(s)) / s).unsqueeze(1))  # dL/dlogits, (B, N)
+        ga = fastops.mm(p, n) if ctx.needs_input_grad[0] else None  # (B, d)
+        gn = fastops.mm(a.T, p).T if ctx.needs_input_grad[1] else None  # (N, d) = p^T a
+        return ga, gn

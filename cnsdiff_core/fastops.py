@@ -1,0 +1,126 @@
+"""Dense products of the training step on the fastest kernel torch offers for them on a CPU.
+
+torch's CPU matmul goes to MKL, which on this project's AMD machines runs at about half the speed
+of oneDNN (the library behind torch.ops.mkldnn, shipped in the same wheel): 2048 x 64 x 64 takes
+0.17 ms against 0.08 ms with one thread. Where the inner dimension fits in one block (the
+embedding and hidden widths, 64) oneDNN returns bit-for-bit what MKL returns, bias and an added
+tensor included; in the gradients' products over a batch (inner dimension B) the sums are taken
+in another order, a difference of a few units in the last place. Products of fewer than MIN_ROWS
+rows stay on MKL (it has a separate path for them). tests/test_fastops.py pins both.
+
+Every function falls back to the plain torch expression when oneDNN is not there, off the CPU
+(the GPU has its own kernels), for dtypes other than float32, and inside `plain()`, which the
+tests use to compare a whole training run against the plain path.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+_state = threading.local()
+
+
+def _probe() -> bool:
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        x, w = torch.ones(2, 3), torch.ones(4, 3)
+        return bool(torch.backends.mkldnn.is_available()) and bool((op(x, w, None, "none", [], "") == 3).all())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+AVAILABLE = _probe()
+
+
+def enabled() -> bool:
+    """True unless inside `plain()` (or oneDNN is missing)."""
+    return AVAILABLE and not getattr(_state, "plain", False)
+
+
+@contextmanager
+def plain():
+    """Run the plain torch expressions in this thread (the reference the fast path is tested against)."""
+    before = getattr(_state, "plain", False)
+    _state.plain = True
+    try:
+        yield
+    finally:
+        _state.plain = before
+
+
+MIN_ROWS = 16  # below this MKL takes another path for small products, which oneDNN does not match bit for bit
+
+
+def _fast(*tensors: torch.Tensor | None) -> bool:
+    if not enabled():
+        return False
+    return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() <= 2 and not t.is_sparse)
+               for t in tensors)
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    # oneDNN takes row-major and column-major blocks as they are, but falls back to a reference
+    # kernel (1000x slower) for other strides, e.g. a column slice of a weight
+    return t if t.is_contiguous() or t.T.is_contiguous() else t.contiguous()
+
+
+def _lp(x, w, b=None):
+    return torch.ops.mkldnn._linear_pointwise(_dense(x), _dense(w), b, "none", [], "")
+
+
+def _lp_add(x, w, other):
+    return torch.ops.mkldnn._linear_pointwise.binary(_dense(x), other.contiguous(), _dense(w), None, "add")
+
+
+class _Linear(torch.autograd.Function):
+    """x @ w.T (+ b) with its three products on oneDNN (x: (M, K), w: (N, K), b: (N,))."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        return _lp(x, w, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gx = gw = gb = None
+        g = g.contiguous()
+        if ctx.needs_input_grad[0]:
+            gx = _lp(g, w.T)  # (M, N) @ (N, K)
+        if ctx.needs_input_grad[1]:
+            gw = _lp(g.T, x.T)  # (N, M) @ (M, K)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum(0)
+        return gx, gw, gb
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, w, b) = x @ w.T + b for 2-D x, on oneDNN where it is faster (autograd included)."""
+    if not _fast(x, w, b) or x.dim() != 2 or x.shape[0] < MIN_ROWS:
+        return F.linear(x, w, b)
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
+        return _Linear.apply(x, w, b)
+    return _lp(x, w, b)
+
+
+def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b for 2-D tensors (autograd included)."""
+    if not _fast(a, b) or a.dim() != 2 or b.dim() != 2:
+        return a @ b
+    return linear(a, b.T)
+
+
+@torch.no_grad()
+def addmm(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta: float = 1.0, alpha: float = 1.0,
+          b_scaled_t: torch.Tensor | None = None) -> torch.Tensor:
+    """torch.addmm(c, a, b, beta=beta, alpha=alpha) without autograd, bit for bit as MKL computes it
+    (MKL scales b by alpha, then adds beta * c). b_scaled_t: (alpha * b).T computed once by the caller."""
+    if not _fast(c, a, b) or c.shape != (a.shape[0], b.shape[1]) or a.shape[0] < MIN_ROWS:
+        return torch.addmm(c, a, b, beta=beta, alpha=alpha)
+    if b_scaled_t is None:
+        b_scaled_t = (b * alpha).T if alpha != 1.0 else b.T
+    return _lp_add(a, b_scaled_t, c * beta if beta != 1.0 else c)
