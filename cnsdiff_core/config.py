@@ -52,6 +52,9 @@ class TrainConfig:
     device: str = "auto"
     cpu_threads: int = 1  # intra-op threads on CPU; 1 avoids OpenMP spin-waits when the cores are
     #   shared (7x faster demo on a loaded 2-core machine, docs/RESULTS.md); 0 = torch's default
+    cuda_graph: bool = False  # the whole training step (sampling, synthesis, losses, both backward
+    #   passes and optimizers) with static shapes and no host sync, captured once as a CUDA graph per
+    #   batch shape and replayed; on a CPU the same static step runs eagerly (the same numbers)
 
     # --- evaluation and model selection -------------------------------------------------------
     eval_every: int = 1

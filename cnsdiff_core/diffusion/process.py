@@ -45,7 +45,8 @@ def reverse_chain(denoiser: Denoiser, sched: ScheduleTensors, zs: torch.Tensor, 
 def synthesize_candidates(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.Tensor,
                           steps: list[int], stops: list[int], noise: torch.Tensor,
                           user: torch.Tensor | None = None, reverse_from_T: bool = False,
-                          posterior_noise: bool = False, generator=None) -> torch.Tensor:
+                          posterior_noise: bool = False, generator=None,
+                          folded: bool | None = None) -> torch.Tensor:
     """(B, d) positives -> (B, S, d) candidates: noise to each s, denoise down to its stop r.
 
     noise: (S, B, d) standard normal, one draw per step (from the caller, for reproducibility).
@@ -53,14 +54,17 @@ def synthesize_candidates(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.
     kernels); a chain that has reached its stop keeps its state. On CPU an eval-mode denoiser runs
     each chain on its own with the layers folded into a few in-place operations
     (`_cpu_candidates`), so a chain's state stays in cache. Both give what reverse_chain gives for
-    each step (with posterior_noise: the same distribution, from different draws).
+    each step (with posterior_noise: the same distribution, from different draws). folded: force
+    the one (True) or the other (False) path; None: folded on a CPU.
     """
-    if z0.device.type == "cpu" and not denoiser.training:
+    if (z0.device.type == "cpu" if folded is None else folded) and not denoiser.training:
         return _cpu_candidates(denoiser, sched, z0, steps, stops, noise, user, reverse_from_T,
                                posterior_noise, generator)
     S, B, d = len(steps), z0.shape[0], z0.shape[1]
-    s_row = torch.as_tensor(steps, device=z0.device).repeat_interleave(B)  # (S*B,)
-    r_row = torch.as_tensor(stops, device=z0.device).repeat_interleave(B)
+    # built with fills on the device (no host-to-device copy: capturable in a CUDA graph)
+    s_row = torch.cat([torch.full((B,), s, dtype=torch.long, device=z0.device) for s in steps])  # (S*B,)
+    r_row = torch.cat([torch.full((B,), r, dtype=torch.long, device=z0.device) for r in stops])
+    t_max = sched.steps if reverse_from_T else max(steps)  # bound of the steps fed: no sync to find it
     x = sched.add_noise(z0.repeat(S, 1), s_row, noise.reshape(S * B, d))  # (S*B, d)
     u = None if user is None else user.repeat(S, 1)
     if reverse_from_T:  # the reference code's chain: T..1 whatever s was (METHOD.md item 2)
@@ -71,7 +75,7 @@ def synthesize_candidates(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.
         schedule_t = [(s_row - k).clamp(min=1) for k in range(n_iter)]
         active = [(s_row - k) > r_row for k in range(n_iter)]
     for t, act in zip(schedule_t, active):
-        z0_hat = denoiser(x, t, u)
+        z0_hat = denoiser(x, t, u, t_max=t_max)
         mean = sched.posterior_mean(z0_hat, x, t)
         if posterior_noise:
             eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

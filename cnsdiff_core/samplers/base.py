@@ -11,7 +11,15 @@ from ..config import TrainConfig
 
 class NegativePool:
     """Draws items a user has not trained on, fully on tensors (rejection without Python loops
-    over samples). Membership is a binary search over sorted keys user * I + item."""
+    over samples). Membership is a binary search over sorted keys user * I + item.
+
+    `static = True` (the graphed training step, or its CPU fallback) draws without any host
+    synchronization: the same three redraw rounds, then, for a pair that still collides (a dense
+    user; rare), the (drawn item mod F_u)-th of the F_u items the user has not trained on instead of
+    further random rounds. Where no pair collides after three rounds both modes return the same
+    items from the same random numbers."""
+
+    static = False
 
     def __init__(self, train: np.ndarray, n_users: int, n_items: int, device: torch.device,
                  popularity: np.ndarray | None = None, power: float = 0.75) -> None:
@@ -24,6 +32,14 @@ class NegativePool:
         # Users who trained on every item cannot get a negative; they are rare and get any item.
         deg = np.bincount(train[:, 0], minlength=n_users)
         self.saturated = torch.as_tensor(deg >= n_items, device=device)
+        # the r-th item user u has not trained on is r + #{k : p_k - k <= r} over its sorted
+        # positives p_0 < p_1 < ...; u * I + p_k - k is nondecreasing over all keys, so one
+        # searchsorted finds that count for every pair at once (static draws)
+        start = np.searchsorted(keys // max(n_items, 1), np.arange(n_users + 1))
+        local = np.arange(len(keys)) - np.repeat(start[:-1], np.diff(start))
+        self._shifted = torch.as_tensor(keys - local, device=device)
+        self._start = torch.as_tensor(start[:-1], device=device)
+        self._free = torch.as_tensor(n_items - np.diff(start), device=device)
 
     def is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         k = users.long() * self.n_items + items.long()
@@ -31,10 +47,11 @@ class NegativePool:
         return self.keys[idx] == k if len(self.keys) else torch.zeros_like(k, dtype=torch.bool)
 
     def draw(self, users: torch.Tensor, m: int = 1, weighted: bool = False, max_rounds: int = 50,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, static: bool | None = None) -> torch.Tensor:
         """(B, m) items not in each user's training set (uniform, or popularity**power).
 
-        generator: a torch.Generator on the pool's device, to draw without touching the global RNG."""
+        generator: a torch.Generator on the pool's device, to draw without touching the global RNG.
+        static: draw without a host synchronization (default: the pool's `static`)."""
         B = users.shape[0]
         uu = users.view(B, 1).expand(B, m)
         items = self._raw(B * m, weighted, generator).view(B, m)
@@ -42,6 +59,9 @@ class NegativePool:
         for _ in range(3):
             bad = self.is_positive(uu, items) & ~self.saturated[uu]
             items = torch.where(bad, self._raw(B * m, weighted, generator).view(B, m), items)
+        if self.static if static is None else static:
+            bad = self.is_positive(uu, items) & ~self.saturated[uu]
+            return torch.where(bad, self._unseen(uu, items), items)
         # ... then exact rejection for whatever still collides (dense users)
         for _ in range(max_rounds):
             bad = self.is_positive(uu, items) & ~self.saturated[uu]
@@ -50,6 +70,12 @@ class NegativePool:
                 break
             items[bad] = self._raw(n_bad, weighted, generator)
         return items
+
+    def _unseen(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """For each pair, the (item mod F_u)-th item user u has not trained on (F_u of them)."""
+        r = items % self._free[users].clamp(min=1)
+        below = torch.searchsorted(self._shifted, users * self.n_items + r, right=True) - self._start[users]
+        return r + below
 
     def _raw(self, n: int, weighted: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         if weighted:
@@ -101,6 +127,9 @@ class Sampler:
 
     def update(self, ctx: BatchContext) -> dict[str, float]:
         return {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each epoch's batches (outside any graphed step)."""
 
     def after_backward(self) -> None:
         """Called after the recommender's backward pass (joint denoiser training steps here)."""

@@ -18,6 +18,7 @@ from .base import BatchContext, NegativeBatch, Sampler, score_candidates
 class CNSDiffSampler(Sampler):
     name = "cnsdiff"
     synthesizes = True
+    folded: bool | None = None  # synthesis path (synthesize_candidates): None = folded on a CPU
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         super().__init__(cfg, device)
@@ -27,7 +28,8 @@ class CNSDiffSampler(Sampler):
                                        dtype=torch.float32, device=device)
         self.denoiser = Denoiser(cfg.dim, cfg.denoiser_hidden, 64, cfg.denoiser_dropout,
                                  cfg.condition_on_user).to(device)
-        self.optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.denoiser_lr, foreach=True)
+        self.optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.denoiser_lr, foreach=True,
+                                          capturable=bool(cfg.cuda_graph) and torch.device(device).type == "cuda")
         self.steps = cfg.hardness_steps()
         self.stops = [cfg.stop_for(s) for s in self.steps]
 
@@ -41,7 +43,7 @@ class CNSDiffSampler(Sampler):
         noise = torch.randn((len(self.steps),) + tuple(pos_e.shape), device=pos_e.device)
         user = user_e if cfg.condition_on_user else None
         out = synthesize_candidates(self.denoiser, self.sched, pos_e, self.steps, self.stops, noise,
-                                    user, cfg.reverse_from_T, cfg.posterior_noise)
+                                    user, cfg.reverse_from_T, cfg.posterior_noise, folded=self.folded)
         self.denoiser.train(was_training)
         return out
 
@@ -65,17 +67,30 @@ class CNSDiffSampler(Sampler):
         span = cfg.mix_ramp_epochs if cfg.mix_ramp_epochs > 0 else max(cfg.epochs - 1, 1)
         return min(max(epoch / span, 0.0), 1.0)
 
-    def mix_weights(self, n: int, epoch: int, device) -> torch.Tensor:
-        """lambda ~ Beta(a, b), (a, b) moving linearly from (a0, b0) at epoch 0 to (a1, b1) at epoch
-        mix_ramp_epochs, then staying there."""
+    def mix_params(self, epoch: int) -> tuple[float, float]:
+        """(a, b) of the mixing weight's Beta distribution at a 0-based epoch."""
         cfg = self.cfg
         progress = self.ramp(epoch)
-        a = cfg.mix_a0 + (cfg.mix_a1 - cfg.mix_a0) * progress
-        b = cfg.mix_b0 + (cfg.mix_b1 - cfg.mix_b0) * progress
+        return (cfg.mix_a0 + (cfg.mix_a1 - cfg.mix_a0) * progress, cfg.mix_b0 + (cfg.mix_b1 - cfg.mix_b0) * progress)
+
+    def mix_weights(self, n: int, epoch: int, device, conc: torch.Tensor | None = None) -> torch.Tensor:
+        """lambda ~ Beta(a, b), (a, b) moving linearly from (a0, b0) at epoch 0 to (a1, b1) at epoch
+        mix_ramp_epochs, then staying there. conc: (a, b) already on the device (set_epoch)."""
+        if conc is None:
+            conc = torch.tensor([float(v) for v in self.mix_params(epoch)], device=device)
         # what torch.distributions.Beta(a, b).sample((n,)) computes (the first coordinate of a
         # Dirichlet(a, b) draw, the same random numbers), without building the distribution objects
-        conc = torch.tensor([float(a), float(b)], device=device).expand(n, 2)
-        return torch._sample_dirichlet(conc)[:, 0].clamp(min=cfg.min_mix)
+        return torch._sample_dirichlet(conc.expand(n, 2))[:, 0].clamp(min=self.cfg.min_mix)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch's (a, b) into a device buffer that sample() reads: no host-to-device copy inside
+        a (graphed) training step."""
+        values = torch.tensor([float(v) for v in self.mix_params(epoch)])
+        if getattr(self, "_mix_conc", None) is None:
+            self._mix_conc = values.to(self.device)
+        else:
+            self._mix_conc.copy_(values)
+        self._mix_epoch = epoch
 
     def sample(self, ctx: BatchContext) -> NegativeBatch:
         cfg = self.cfg
@@ -84,7 +99,8 @@ class CNSDiffSampler(Sampler):
         chosen = self.pick_hardest(cands, pos_d, user_d)  # (B,)
         h = cands[torch.arange(len(chosen), device=cands.device), chosen]  # (B, d), no grad
         rand_e = ctx.items_e[ctx.rand_neg]  # (B, d), with grad
-        lam = self.mix_weights(len(chosen), ctx.epoch, h.device).unsqueeze(-1)  # (B, 1)
+        conc = self._mix_conc if getattr(self, "_mix_epoch", None) == ctx.epoch else None
+        lam = self.mix_weights(len(chosen), ctx.epoch, h.device, conc).unsqueeze(-1)  # (B, 1)
         neg = lam * h + (1 - lam) * rand_e
         extra, parts = None, {}
         if cfg.cl_weight > 0:
