@@ -15,7 +15,7 @@ On a CPU the same static body runs eagerly, batch by batch: its numbers equal th
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -82,7 +82,7 @@ class StaticSteps:
         return shape.out
 
     def _body(self, idx: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
-        with _static_pool(self.trainer.pool), _no_phases(self.trainer):
+        with _static_pool(self.trainer.pool), _no_phases(self.trainer) if self.cuda else nullcontext():
             parts = self.trainer._batch(idx, epoch)
         if self.keys is None:
             self.keys = list(parts)

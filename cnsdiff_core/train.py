@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -183,7 +183,7 @@ class Trainer:
         for b in range(n_batches):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             if static is not None:
-                with self._phase("step (static)"):
+                with self._phase("graphed step") if static.cuda else nullcontext():
                     parts = static.run(idx, epoch)  # summed into static.totals() inside the step
             else:
                 parts = self._batch(idx, epoch)
