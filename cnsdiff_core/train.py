@@ -117,11 +117,8 @@ class Trainer:
             raise TrainingError(f"dataset {data.name!r} has no training interactions; pick another dataset or split.")
         self.model = LightGCN(data.n_users, data.n_items, cfg.dim, cfg.layers).to(dev)
         self.model.set_graph(normalized_adjacency(data.train, data.n_users, data.n_items, dev))
-        # foreach: the same updates as the per-parameter loop (bit for bit, tests/test_fastops.py) in a
-        # few multi-tensor operations; torch picks it by itself only on a GPU. A graphed step needs
-        # the capturable form (its step counts on the device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, foreach=True,
-                                          capturable=graphed(cfg, dev))
+        # a graphed step needs Adam's capturable form (its step counts on the device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, capturable=graphed(cfg, dev))
         self.popularity = data.item_popularity()
         self.test_mask = data.test_mask()
         self.pool = NegativePool(data.train, data.n_users, data.n_items, dev, self.popularity, cfg.pns_power)

@@ -13,6 +13,8 @@ loss is part of the recommender's graph).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -36,10 +38,10 @@ def fused_denoiser_grads(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.T
     zt = sched.add_noise(z0, t, eps)
     h = F.normalize(zt, dim=-1)
     p = denoiser.dropout.p
-    if denoiser.training and p > 0:
-        h = h * (torch.rand_like(h) >= p).to(h.dtype) * (1.0 / (1.0 - p))
+    if denoiser.training and p > 0:  # Denoiser._dropout's draw: (h * keep) * 1/(1-p), in one pass after it
+        h = torch.where(torch.rand_like(h) >= p, h * (1.0 / (1.0 - p)), 0.0)
     W = denoiser.hidden.weight  # (H, d + td [+ d])
-    emb = timestep_embedding(torch.arange(T + 1, device=z0.device), td)  # (T+1, td)
+    emb = _embedding(T, td, z0.device)  # (T+1, td), the same values Denoiser.forward computes
     proj = denoiser.time_proj(emb)  # (T+1, td)
     w_t = W[:, d:d + td]
     table = proj @ w_t.T  # (T+1, H)
@@ -95,6 +97,11 @@ def fused_denoiser_grads(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.T
     _accumulate(denoiser.time_proj.weight, g_proj.T @ emb)
     _accumulate(denoiser.time_proj.bias, g_proj.sum(0))
     return parts
+
+
+@functools.lru_cache(maxsize=8)
+def _embedding(steps: int, dim: int, device: torch.device) -> torch.Tensor:
+    return timestep_embedding(torch.arange(steps + 1, device=device), dim)
 
 
 def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:

@@ -116,8 +116,10 @@ def _cpu_candidates(denoiser, sched, z0, steps, stops, noise, user, reverse_from
     # the output matmul's c1[t] * w_o, once per step value (fastops.addmm: bit for bit torch.addmm)
     w_o_scaled = {t: (w_o * c1[t]).T for t in range(1, t_max + 1)}
     out = torch.empty((z0.shape[0], len(steps), d), dtype=z0.dtype)
+    sqrt_abar, sqrt_one_minus = sched.sqrt_abar.tolist(), sched.sqrt_one_minus_abar.tolist()
     for k, (s, r) in enumerate(zip(steps, stops)):
-        x = sched.add_noise(z0, s, noise[k])
+        # add_noise(z0, s, noise[k]) with the two coefficients as scalars: the same float32 products
+        x = (z0 * sqrt_abar[s]).add_(noise[k] * sqrt_one_minus[s])
         for t in (range(sched.steps, 0, -1) if reverse_from_T else range(s, r, -1)):
             inv_norm = x.norm(dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
             pre = fastops.mm(x, w_h).mul_(inv_norm).add_(table[t])

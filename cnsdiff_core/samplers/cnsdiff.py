@@ -28,7 +28,7 @@ class CNSDiffSampler(Sampler):
                                        dtype=torch.float32, device=device)
         self.denoiser = Denoiser(cfg.dim, cfg.denoiser_hidden, 64, cfg.denoiser_dropout,
                                  cfg.condition_on_user).to(device)
-        self.optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.denoiser_lr, foreach=True,
+        self.optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.denoiser_lr,
                                           capturable=bool(cfg.cuda_graph) and torch.device(device).type == "cuda")
         self.steps = cfg.hardness_steps()
         self.stops = [cfg.stop_for(s) for s in self.steps]
