@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from . import fastops
 from .config import TrainConfig
 from .data.dataset import Dataset
 from .diagnostics import make_probe, probe_diagnostics
@@ -113,6 +114,8 @@ class Trainer:
         seed_everything(cfg.seed)
         if dev.type == "cpu" and cfg.cpu_threads > 0:
             torch.set_num_threads(cfg.cpu_threads)  # process-wide, as torch has it
+        if dev.type == "cpu":
+            fastops.keep_freed_memory()  # no page faults for each batch's tensors (process-wide)
         if len(data.train) == 0:
             raise TrainingError(f"dataset {data.name!r} has no training interactions; pick another dataset or split.")
         self.model = LightGCN(data.n_users, data.n_items, cfg.dim, cfg.layers).to(dev)

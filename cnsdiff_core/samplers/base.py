@@ -32,14 +32,7 @@ class NegativePool:
         # Users who trained on every item cannot get a negative; they are rare and get any item.
         deg = np.bincount(train[:, 0], minlength=n_users)
         self.saturated = torch.as_tensor(deg >= n_items, device=device)
-        # the r-th item user u has not trained on is r + #{k : p_k - k <= r} over its sorted
-        # positives p_0 < p_1 < ...; u * I + p_k - k is nondecreasing over all keys, so one
-        # searchsorted finds that count for every pair at once (static draws)
-        start = np.searchsorted(keys // max(n_items, 1), np.arange(n_users + 1))
-        local = np.arange(len(keys)) - np.repeat(start[:-1], np.diff(start))
-        self._shifted = torch.as_tensor(keys - local, device=device)
-        self._start = torch.as_tensor(start[:-1], device=device)
-        self._free = torch.as_tensor(n_items - np.diff(start), device=device)
+        self._ranks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # static draws: built on first use
 
     def is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         k = users.long() * self.n_items + items.long()
@@ -73,9 +66,22 @@ class NegativePool:
 
     def _unseen(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """For each pair, the (item mod F_u)-th item user u has not trained on (F_u of them)."""
-        r = items % self._free[users].clamp(min=1)
-        below = torch.searchsorted(self._shifted, users * self.n_items + r, right=True) - self._start[users]
-        return r + below
+        shifted, start, free = self._rank_index()
+        r = items % free[users].clamp(min=1)
+        return r + torch.searchsorted(shifted, users * self.n_items + r, right=True) - start[users]
+
+    def _rank_index(self):
+        # the r-th item user u has not trained on is r + #{k : p_k - k <= r} over its sorted
+        # positives p_0 < p_1 < ...; u * I + p_k - k is nondecreasing over all keys, so one
+        # searchsorted finds that count for every pair at once. Built on first use (a graphed
+        # step's warm-up), from the keys already on the device.
+        if self._ranks is None:
+            keys = self.keys
+            start = torch.searchsorted(keys, torch.arange(self.n_users + 1, device=keys.device) * self.n_items)
+            counts = start[1:] - start[:-1]
+            local = torch.arange(len(keys), device=keys.device) - torch.repeat_interleave(start[:-1], counts)
+            self._ranks = (keys - local, start[:-1], self.n_items - counts)
+        return self._ranks
 
     def _raw(self, n: int, weighted: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         if weighted:
