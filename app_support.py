@@ -32,6 +32,8 @@ from cnsdiff_core.config import PRESETS, TrainConfig, parse_set_args, preset_con
 from cnsdiff_core.data import SHIFTS, DataError, list_datasets, load_dataset, validate_files
 from cnsdiff_core.jobs import ACTIVE, JobManager, job_progress_text  # noqa: F401 (pages use them as sup.*)
 from cnsdiff_core.runs import Run, RunInfo, RunStore, StoreError, default_root
+from cnsdiff_core.samplers import METHOD, REGISTRY, UNIFORM
+from cnsdiff_core.samplers.registry import setting_fields
 
 REPO = Path(__file__).resolve().parent
 _log = logging.getLogger("cnsdiff.app")
@@ -58,9 +60,9 @@ SYNTH_COLOR = OKABE_ITO["vermillion"]
 TRAIN_POS_COLOR = OKABE_ITO["blue"]  # the user's training positives (real items)
 HELDOUT_COLOR = OKABE_ITO["green"]  # the user's held-out positives (real items)
 CONTEXT_COLOR = "#BBBBBB"  # all other items, drawn behind everything
-# One fixed colour per sampler; CNSDiff is the only one that synthesizes, so it takes SYNTH_COLOR.
-SAMPLER_COLORS = {"rns": OKABE_ITO["sky_blue"], "pns": OKABE_ITO["orange"], "dns": OKABE_ITO["green"],
-                  "mixgcf": OKABE_ITO["purple"], "ahns": OKABE_ITO["black"], "cnsdiff": SYNTH_COLOR}
+# One fixed colour per sampler, declared by the sampler (`Sampler.color`); the method that
+# synthesizes by diffusion takes SYNTH_COLOR.
+SAMPLER_COLORS = {name: cls.color for name, cls in REGISTRY.items()}
 SPLIT_COLORS = {"train": OKABE_ITO["black"], "valid": OKABE_ITO["grey"], "test_iid": OKABE_ITO["blue"],
                 "test_ood": OKABE_ITO["orange"]}
 # Sequential shades within the synthesized hue: dark = hard (small step s, ends near the positive),
@@ -393,8 +395,7 @@ FORM_GROUPS: dict[str, list[str]] = {
     "Backbone (LightGCN)": ["dim", "layers", "lr", "batch_size", "epochs", "l2", "seed", "data_seed"],
     "Evaluation & selection": ["eval_every", "patience", "selection", "eval_batch_users",
                                "probe_triples", "snapshot_epochs", "max_seconds"],
-    "Baseline samplers": ["pns_power", "dns_candidates", "mixgcf_candidates", "ahns_candidates",
-                          "ahns_alpha", "ahns_beta", "ahns_p"],
+    "Baseline samplers": list(setting_fields()),  # each sampler's own settings
     "CNSDiff: noise schedule": ["steps", "schedule", "noise_scale", "beta_min", "beta_max"],
     "CNSDiff: synthesis & hardness": ["hard_start", "hard_stride", "stop_step", "denoise_steps",
                                       "reverse_from_T", "posterior_noise", "min_distance",
@@ -507,7 +508,7 @@ def prefill_train_form(updates: dict[str, Any]) -> None:
 def demo_configs() -> list[TrainConfig]:
     """The one-click demo: CNSDiff (preset demo) and RNS on the sample world, its default shift."""
     overrides = parse_set_args([p for p in os.environ.get("CNSDIFF_DEMO_SET", "").split(",") if p.strip()])
-    return [preset_config("demo", dataset=DEFAULT_DATASET, sampler=s, **overrides) for s in ("cnsdiff", "rns")]
+    return [preset_config("demo", dataset=DEFAULT_DATASET, sampler=s, **overrides) for s in (METHOD, UNIFORM)]
 
 
 # --- background training jobs (cnsdiff_core.jobs; one manager per process) ---------------------------

@@ -26,14 +26,13 @@ from cnsdiff_core.config import ConfigError, TrainConfig
 from cnsdiff_core.data import DataError
 from cnsdiff_core.projection import EmbeddingProjection, warm_umap
 from cnsdiff_core.runs import RunInfo, RunStore, StoreError
+from cnsdiff_core.samplers import REGISTRY, WITH_DENOISER
 
 # --- colours and markers ----------------------------------------------------------------------------
-# Real items (positives, ID samplers) take app_support's per-sampler colours and filled markers;
-# synthesized vectors (MixGCF, CNSDiff, CNSDiff at each step) take the vermillion family and open or
-# cross markers, so the two never share a hue. The item cloud is grey so overlays stand out.
+# Every sampler's negatives take its own colour and marker (`Sampler.color`, `Sampler.marker`):
+# filled markers for real items, open or cross ones for synthesized vectors; the steps of a
+# diffusion sampler take the vermillion family. The item cloud is grey so overlays stand out.
 STEP_SCALE = ["#5C1F00", "#8F3500", "#D55E00", "#E8845A", "#F4B39A"]  # vermillion shades; dark = small s = harder
-REAL_SYMBOLS = {"rns": "circle", "pns": "square", "dns": "triangle-up", "ahns": "hexagon"}
-SYNTH_SYMBOLS = {"mixgcf": "diamond-open", "cnsdiff": "x"}
 POSITIVE_STYLE = {"training positive": (sup.TRAIN_POS_COLOR, "star"),
                   "held-out positive": (sup.HELDOUT_COLOR, "star-diamond")}
 GREYS = [[0, "#E6E6E6"], [1, "#333333"]]
@@ -56,9 +55,8 @@ def layer_style(key: str, steps: list[int]) -> tuple[str, str]:
         return step_colors(steps).get(step, sup.SYNTH_COLOR), "cross-open"
     if step == ex.PRE_MIX:  # a vector sampler's candidate before mixing
         return sup.sampler_color(base), "circle-x-open"
-    if base in ex.SYNTHESIZING:
-        return sup.sampler_color(base), SYNTH_SYMBOLS.get(base, "x")
-    return sup.sampler_color(base), REAL_SYMBOLS.get(base, "circle")
+    cls = REGISTRY.get(base)
+    return sup.sampler_color(base), cls.marker if cls else ("x" if base in ex.SYNTHESIZING else "circle")
 
 
 def series_colors(series: list[str]) -> dict[str, str]:
@@ -85,13 +83,14 @@ def _mtime(run_id: str) -> float:
         return 0.0
 
 
-def explorable_runs(cnsdiff_only: bool = False) -> list[RunInfo]:
-    """Runs that finished with embeddings (newest first); CNSDiff runs only when asked."""
+def explorable_runs(with_denoiser: bool = False) -> list[RunInfo]:
+    """Runs that finished with embeddings (newest first); only runs of a sampler with a trained
+    denoiser when asked."""
     out = []
     for info in sup.list_runs():
         if info.status in ("damaged", "running", "queued") or not (info.path / "embeddings.npz").exists():
             continue
-        if cnsdiff_only and info.config.get("sampler") != "cnsdiff":
+        if with_denoiser and info.config.get("sampler") not in WITH_DENOISER:
             continue
         out.append(info)
     return out
@@ -106,9 +105,9 @@ def best_epoch(run_id: str) -> int | None:
     return None
 
 
-def pick_run(key: str, cnsdiff_only: bool = False, label: str = "Run") -> str | None:
+def pick_run(key: str, with_denoiser: bool = False, label: str = "Run") -> str | None:
     """A run picker that defaults to (and follows) the sidebar's current run."""
-    infos = explorable_runs(cnsdiff_only)
+    infos = explorable_runs(with_denoiser)
     if not infos:
         return None
     ids = [i.run_id for i in infos]

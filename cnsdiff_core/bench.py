@@ -12,6 +12,7 @@ from typing import Iterator
 import torch
 
 from .config import preset_config
+from .samplers import METHOD, UNIFORM, sampler_class
 from .train import Trainer, device_label, resolve_device
 
 
@@ -32,25 +33,12 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> flo
 
 def epoch_flops(cfg, n_train: int, n_users: int, n_items: int, device_type: str = "cpu") -> dict[str, float]:
     """Floating-point operations of one training epoch, counted from the shapes (fwd + bwd ~ 3x fwd)."""
-    B, d, L, H = min(cfg.batch_size, n_train), cfg.dim, cfg.layers, cfg.denoiser_hidden
+    B, d, L = min(cfg.batch_size, n_train), cfg.dim, cfg.layers
     n_batches = -(-n_train // B)
     nnz = 2 * n_train
     out = {"propagation": 3 * L * 2 * nnz * d * n_batches,  # sparse (U+I)x(U+I) times (U+I)xd per layer
            "bpr": 3 * 2 * 2 * B * d * n_batches}
-    if cfg.sampler == "cnsdiff":
-        steps = cfg.hardness_steps()
-        lengths = [cfg.steps if cfg.reverse_from_T else s - cfg.stop_for(s) for s in steps]
-        # CUDA runs the S chains batched for the longest chain's length, CPU each chain for its own
-        # length (synthesize_candidates)
-        n_den = len(steps) * max(lengths) if device_type == "cuda" else sum(lengths)
-        per_call = 2 * B * (d * H + H * d)
-        out["synthesis"] = n_den * per_call * n_batches
-        m = cfg.cl_negatives if cfg.cl_negatives > 0 else 2 * B
-        out["contrastive"] = 3 * 2 * B * m * d * n_batches
-        out["denoiser update"] = 3 * per_call * n_batches
-    elif cfg.sampler in ("dns", "ahns", "mixgcf"):
-        m = {"dns": cfg.dns_candidates, "ahns": cfg.ahns_candidates, "mixgcf": cfg.mixgcf_candidates}[cfg.sampler]
-        out["candidate scoring"] = 2 * B * m * d * (cfg.layers + 1 if cfg.sampler == "mixgcf" else 1) * n_batches
+    out |= sampler_class(cfg.sampler).epoch_flops(cfg, B, n_batches, device_type)
     return out
 
 
@@ -109,8 +97,8 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 2, device: str = "aut
     yield f"time per epoch = mean over {epochs} epoch(s) after one warm-up epoch; evaluation = valid + IID + OOD full ranking"
     for name in datasets:
         data = load_dataset(name)
-        rows = [bench_one(data, s, "tuned", epochs, device, threads) for s in ("rns", "cnsdiff")]
-        rns, cns = rows
+        rows = [bench_one(data, s, "tuned", epochs, device, threads) for s in (UNIFORM, METHOD)]
+        base, method = rows
         yield ""
         yield f"== {name}: {data.n_users} users, {data.n_items} items, {len(data.train)} training interactions"
         for r in rows:
@@ -124,7 +112,8 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 2, device: str = "aut
                               for k, v in sorted(r["phases"].items(), key=lambda kv: -kv[1]))
             yield f"         where the time goes: {parts}; other {max(r['s_per_epoch'] - phase_total, 0):.3f}s"
             yield "         FLOP by part: " + ", ".join(f"{k} {v / 1e9:.2f}G" for k, v in r["flops"].items())
-        yield f"CNSDiff / RNS time per epoch: {cns['s_per_epoch'] / rns['s_per_epoch']:.2f}x"
+        yield (f"{sampler_class(METHOD).short_label()} / {sampler_class(UNIFORM).short_label()} time per epoch: "
+               f"{method['s_per_epoch'] / base['s_per_epoch']:.2f}x")
 
 
 def scale_one(n_users: int, n_items: int, per_user: int, sampler: str, device: str = "cpu") -> dict:
@@ -156,7 +145,7 @@ def scale_one(n_users: int, n_items: int, per_user: int, sampler: str, device: s
 
 
 def run_scale(sizes=(5_000, 10_000, 20_000), n_items: int = 100_000, per_user: int = 50,
-              samplers=("rns", "cnsdiff")) -> Iterator[str]:
+              samplers=(UNIFORM, METHOD)) -> Iterator[str]:
     """World sizes with 100k items and n_users * per_user logged interactions, each size and
     sampler in a fresh process (peak memory per size)."""
     import json

@@ -29,14 +29,14 @@ from typing import Iterator
 import numpy as np
 
 from .projection import check_vectors
+from .samplers import BASELINES, METHOD, UNIFORM, sampler_class
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "cnsdiff-bundle"
 PROJECTION_FILES = {"pca": "projection_pca.npz", "umap": "projection_umap.npz"}
 # The sample world (confounding 0.7, seed 2024) and the same world with weak confounding.
 BUNDLE_DATASETS = ("sample", "synthetic:confounding=0.2,seed=2024")
-BASELINES = ("rns", "pns", "dns", "mixgcf", "ahns")
-CNSDIFF_PRESETS = ("tuned", "paper", "reference")
+METHOD_PRESETS = ("tuned", "paper", "reference")  # the method's presets; every baseline trains with tuned
 UMAP_NEIGHBORS = 15
 
 
@@ -61,14 +61,14 @@ def bundle_plan(real_dataset: str | None = None, datasets: tuple[str, ...] | Non
     names = list(datasets or BUNDLE_DATASETS)
     if real_dataset and real_dataset not in names:
         names.append(real_dataset)
-    chosen = tuple(samplers or (*BASELINES, "cnsdiff"))
+    chosen = tuple(samplers or (*BASELINES, METHOD))
     plan = []
     if with_demo and "sample" in names:
-        plan += [PlannedRun("sample", s, "demo", "demo") for s in ("cnsdiff", "rns") if s in chosen]
+        plan += [PlannedRun("sample", s, "demo", "demo") for s in (METHOD, UNIFORM) if s in chosen]
     for name in names:
         plan += [PlannedRun(name, s, "tuned", "grid") for s in BASELINES if s in chosen]
-        if "cnsdiff" in chosen:
-            plan += [PlannedRun(name, "cnsdiff", p, "grid") for p in CNSDIFF_PRESETS]
+        if METHOD in chosen:
+            plan += [PlannedRun(name, METHOD, p, "grid") for p in METHOD_PRESETS]
     return plan
 
 
@@ -80,7 +80,7 @@ def _config(item: PlannedRun, epochs: int, overrides: dict):
 
 def _cost(cfg) -> float:
     """Rough relative cost, to start the longest runs first when several workers share the CPU."""
-    if cfg.sampler != "cnsdiff":
+    if not sampler_class(cfg.sampler).has_denoiser:  # synthesis by diffusion is the costly part
         return 1.0
     return 4.0 if cfg.cl_negatives == 0 else 2.0
 

@@ -17,6 +17,7 @@ import sys
 import warnings
 
 from .config import PRESETS, SAMPLERS, ConfigError, parse_set_args, preset_config, setting_help
+from .samplers import METHOD
 
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
 MAX_CONFIG_BYTES = 1024**2  # a config is a few kB; anything this large is not one
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default=None, help="registry name (sample, food, yelp2018, coat, kuairec, "
                    "synthetic:key=value,...) or a folder / file path")
     t.add_argument("--shift", default=None, help="popularity | temporal | exposure | random")
-    t.add_argument("--sampler", default="cnsdiff", help=f"one or several of {','.join(SAMPLERS)}")
+    t.add_argument("--sampler", default=METHOD, help=f"one or several of {','.join(SAMPLERS)}")
     t.add_argument("--preset", default="tuned", choices=sorted(PRESETS))
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any setting (repeatable)")
     t.add_argument("--config", help="a config JSON file (e.g. a run's config.json)")

@@ -11,26 +11,21 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SAMPLERS = ("rns", "pns", "dns", "mixgcf", "ahns", "cnsdiff")
-SCHEDULES = ("linear", "linear-var", "cosine")
-CAUSAL = ("kl", "env-variance", "none")
-LOSS_WEIGHTINGS = ("snr-diff", "snr-diff-ref", "uniform")
-SELECTIONS = ("iid-valid", "ood-test")
-DEVICES = ("auto", "cpu", "cuda")
-TEST_EVALS = ("every-epoch", "selected")
+from .samplers.registry import METHOD, SAMPLERS, setting_fields
+from .settings import (CAUSAL, DEVICES, LOSS_WEIGHTINGS, SCHEDULES, SELECTIONS, TEST_EVALS, ConfigError, info,
+                       show as _show)
 
 
-def _show(value: Any, limit: int = 60) -> str:
-    """repr() for an error message, cut to `limit` characters (a value can be a whole document)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _with_sampler_settings(cls):
+    """Every sampler's own settings (declared in its file, `Sampler.settings`) become fields of the
+    class, after the ones written here; then it is made a frozen dataclass."""
+    for name, f in setting_fields().items():
+        cls.__annotations__[name] = f.metadata["type"]
+        setattr(cls, name, f)
+    return dataclass(frozen=True)(cls)
 
 
-class ConfigError(ValueError):
-    """An invalid configuration value; the message names the field, the value and what is allowed."""
-
-
-@dataclass(frozen=True)
+@_with_sampler_settings
 class TrainConfig:
     # --- data -------------------------------------------------------------------------------
     dataset: str = "sample"  # registry name, folder or file (see cnsdiff_core.data.registry)
@@ -38,7 +33,7 @@ class TrainConfig:
     data_seed: int = 0  # seed of the split, separate from the training seed
 
     # --- what to train ------------------------------------------------------------------------
-    sampler: str = "cnsdiff"  # one of SAMPLERS
+    sampler: str = METHOD  # one of SAMPLERS
     preset: str = "custom"  # name of the preset this config came from (informational)
 
     # --- LightGCN backbone (METHOD.md: d=64, 2 layers, lr 0.01, batch 2048, 120 epochs) -----
@@ -61,14 +56,7 @@ class TrainConfig:
     test_eval: str = "every-epoch"  # 'selected': IID/OOD test only once, at the selected epoch
     #   (validation alone each epoch: a third of the evaluation time; for sweeps and benchmarks)
 
-    # --- baseline samplers --------------------------------------------------------------------
-    pns_power: float = 0.75  # PNS draws items with probability popularity**power
-    dns_candidates: int = 32
-    mixgcf_candidates: int = 64
-    ahns_candidates: int = 32
-    ahns_alpha: float = 1.0
-    ahns_beta: float = 0.1
-    ahns_p: float = -2.0
+    # --- baseline samplers: their own settings are declared in their files (Sampler.settings) ---
 
     # --- CNSDiff: noise schedule --------------------------------------------------------------
     steps: int = 20  # T
@@ -140,8 +128,7 @@ class TrainConfig:
         need(self.test_eval == "every-epoch" or self.selection != "ood-test", "test_eval",
              "selection='ood-test' needs the OOD test every epoch; use test_eval=every-epoch")
         need(self.env_kind in ("auto", "time", "popularity"), "env_kind", "use auto, time or popularity")
-        for name in ("dim", "batch_size", "epochs", "steps", "eval_every", "hard_stride",
-                     "dns_candidates", "mixgcf_candidates", "ahns_candidates", "denoiser_hidden",
+        for name in ("dim", "batch_size", "epochs", "steps", "eval_every", "hard_stride", "denoiser_hidden",
                      "n_envs", "probe_triples", "eval_batch_users"):
             need(int(getattr(self, name)) >= 1, name, "it must be an integer >= 1")
         for name in ("layers", "patience", "stop_step", "denoise_steps", "cl_negatives", "cpu_threads",
@@ -160,7 +147,10 @@ class TrainConfig:
         need(self.beta_min <= self.beta_max, "beta_min", f"it must not exceed beta_max={self.beta_max}")
         need(1 <= self.hard_start <= self.steps, "hard_start", f"it must lie in [1, steps={self.steps}]")
         need(self.stop_step < self.hard_start, "stop_step", f"it must be below hard_start={self.hard_start}")
-        need(self.pns_power >= 0, "pns_power", "it must be >= 0")
+        for f in fields(self):
+            if f.metadata:  # a setting that describes itself: its choices and bounds
+                described = info(f)
+                need(described.allows(getattr(self, f.name)), f.name, described.rule())
 
     # ------------------------------------------------------------------------------------------
     def hardness_steps(self) -> list[int]:

@@ -19,10 +19,10 @@ import pandas as pd
 from .config import preset_config
 from .diagnostics import fhn_summary
 from .metrics import evaluate, popularity_scorer
+from .samplers import BASELINES, METHOD, SAMPLERS, sampler_class
 
 METRICS = ("valid_recall@20", "iid_recall@20", "iid_ndcg@20", "ood_recall@20", "ood_ndcg@20",
            "iid_recall@10", "iid_ndcg@10", "ood_recall@10", "ood_ndcg@10", "ood_rec_pop@20")
-BASELINES = ("rns", "pns", "dns", "mixgcf", "ahns")  # the learned baselines; MostPop is the floor
 
 
 @dataclass
@@ -60,7 +60,7 @@ def result_row(cfg, res) -> dict:
 
 
 FHN_COLUMNS = ("fhn", "fhn_lo", "fhn_hi", "fhn_own_positive", "fhn_synthesized", "fhn_null", "fhn_true")
-ROW_ORDER = ("mostpop", "rns", "pns", "dns", "mixgcf", "ahns", "cnsdiff")
+ROW_ORDER = ("mostpop", *SAMPLERS)  # MostPop (no training) is the floor, then the samplers
 PRESET_ORDER = ("-", "baseline", "tuned", "paper", "reference")
 
 
@@ -82,7 +82,7 @@ def summarize(frame: pd.DataFrame, by: tuple[str, ...] = ("sampler", "preset")) 
     return out.iloc[order].reset_index(drop=True)
 
 
-def improvement(summary: pd.DataFrame, metric: str = "ood_recall@20", method: str = "cnsdiff") -> dict:
+def improvement(summary: pd.DataFrame, metric: str = "ood_recall@20", method: str = METHOD) -> dict:
     """Relative improvement of the method over the best baseline.
 
     The method's row (among its presets/variants, the reference excluded) is chosen on IID
@@ -130,12 +130,13 @@ def to_markdown(summary: pd.DataFrame, title: str = "") -> str:
                   "resolve to the user's own training positive (nearest item by Euclidean distance, all items)."]
     imp = improvement(summary)
     if imp:
-        lines += ["", f"CNSDiff ({imp['ours_preset']}, its best row on IID validation) vs the best baseline "
+        ours = sampler_class(METHOD).short_label()
+        lines += ["", f"{ours} ({imp['ours_preset']}, its best row on IID validation) vs the best baseline "
                       f"({imp['best_baseline']}) on "
                       f"{imp['metric']}: {imp['ours']:.4f} vs {imp['baseline']:.4f} "
                       f"({imp['relative'] * 100:+.1f}%)."
                   + ("" if np.isnan(imp["mostpop"]) else
-                     f" MostPop (no training) reaches {imp['mostpop']:.4f}: CNSDiff is "
+                     f" MostPop (no training) reaches {imp['mostpop']:.4f}: {ours} is "
                      f"{'above' if imp['ours'] > imp['mostpop'] else 'NOT above'} that floor.")]
     return "\n".join(lines)
 
@@ -153,8 +154,8 @@ def run_experiment(dataset: str, samplers: list[str], seeds: int = 1, shift: str
     data = load_dataset(dataset, shift, seed=int(overrides.get("data_seed", 0)))
     store = RunStore(runs_dir) if runs_dir else RunStore()
     jobs = [(s, preset) for s in samplers]
-    if with_reference and "cnsdiff" in samplers and preset != "reference":
-        jobs.append(("cnsdiff", "reference"))
+    if with_reference and METHOD in samplers and preset != "reference":
+        jobs.append((METHOD, "reference"))
     rows = [mostpop_row(data)] if with_mostpop else []
     for sampler, pre in jobs:
         for seed in range(seeds):

@@ -29,11 +29,9 @@ from .diagnostics import (PRE_MIX, TRAINED, make_probe, measure_negatives, parse
                           vector_kind)
 from .diffusion import Denoiser, NoiseSchedule, denoise_trajectory, denoiser_loss, synthesize_candidates
 from .projection import EmbeddingProjection, nearest_items
-from .samplers import NegativePool
+from .samplers import SYNTHESIZING, WITH_DENOISER, NegativePool
 from .samplers.cnsdiff import CNSDiffSampler
 
-# Samplers whose negatives are vectors (placed on a map with `transform`), not items.
-SYNTHESIZING = ("mixgcf", "cnsdiff")
 TIME_DIM = 64  # the denoiser's timestep-embedding width (fixed by the sampler)
 
 
@@ -349,7 +347,7 @@ def _legacy_vectors(d: pd.DataFrame) -> pd.DataFrame:
     if "vector" in d:
         return d
     d = d.copy()
-    old_premix = (d["sampler"] == "cnsdiff") & (d["step"] == TRAINED)
+    old_premix = d["sampler"].isin(WITH_DENOISER) & (d["step"] == TRAINED)
     d.loc[old_premix, "step"] = PRE_MIX
     d["vector"] = [vector_kind(int(st)) for st in d["step"]]
     return d

@@ -20,11 +20,10 @@ from .data.dataset import Dataset
 from .diagnostics import make_probe, probe_diagnostics
 from .metrics import EvalResult, embedding_scorer, evaluate
 from .model import LightGCN, bpr_loss, normalized_adjacency
-from .samplers import BatchContext, NegativePool, make_sampler
+from .samplers import PROBED, BatchContext, NegativePool, make_sampler
 
 Event = dict
 Callback = Callable[[Event], None]
-DIAGNOSTIC_BASELINES = ("rns", "pns", "dns", "ahns", "mixgcf")
 
 
 class TrainingError(RuntimeError):
@@ -113,12 +112,12 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.popularity = data.item_popularity()
         self.test_mask = data.test_mask()
-        self.pool = NegativePool(data.train, data.n_users, data.n_items, dev, self.popularity, cfg.pns_power)
+        self.pool = NegativePool(data.train, data.n_users, data.n_items, dev, self.popularity)
         self.sampler = make_sampler(cfg.sampler, cfg, dev)
         env = data.train_environments(cfg.n_envs, cfg.env_kind)
         self.train_t = torch.as_tensor(data.train, device=dev)
         self.env_t = torch.as_tensor(env, device=dev)
-        diag = {name: make_sampler(name, cfg, dev) for name in DIAGNOSTIC_BASELINES}
+        diag = {name: make_sampler(name, cfg, dev) for name in PROBED}
         diag[cfg.sampler] = self.sampler
         self.diag_samplers = diag
         self.probe = make_probe(data, self.pool, cfg.probe_triples, dev, seed=cfg.seed + 777, env=env)

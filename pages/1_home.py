@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import app_support as sup
-from cnsdiff_core.samplers import LABELS
+from cnsdiff_core.samplers import LABELS, METHOD, UNIFORM, sampler_class
 
 sup.require_frame()
 
@@ -103,18 +103,18 @@ def last_demo_runs() -> dict:
         if (c.get("preset") == "demo" and c.get("dataset") == sup.DEFAULT_DATASET and info.final
                 and info.status in ("finished", "early-stopped", "stopped") and c.get("sampler") not in out):
             out[c["sampler"]] = info
-    return {k: out[k] for k in ("cnsdiff", "rns") if k in out}
+    return {k: out[k] for k in (METHOD, UNIFORM) if k in out}
 
 
 def show_result(infos: dict, where: str) -> None:
     st.markdown(f"#### Demo result {where}")
     cols = st.columns(max(len(infos), 1))
-    rns = infos.get("rns").final.get("ood_recall@20") if "rns" in infos else None
+    base = infos[UNIFORM].final.get("ood_recall@20") if UNIFORM in infos else None
     for col, (sampler, info) in zip(cols, infos.items()):
         value = info.final.get("ood_recall@20")
         delta = None
-        if sampler != "rns" and rns and value is not None:
-            delta = f"{(value - rns) / rns:+.1%} vs RNS"
+        if sampler != UNIFORM and base and value is not None:
+            delta = f"{(value - base) / base:+.1%} vs {sampler_class(UNIFORM).short_label()}"
         col.metric(f"{LABELS.get(sampler, sampler)} · OOD Recall@20",
                    "n/a" if value is None else f"{value:.4f}", delta=delta, border=True,
                    help=f"run {info.run_id}, {info.status}")
@@ -145,7 +145,7 @@ def demo_panel() -> None:
     if not st.session_state.get("demo_seen_done"):
         # Just finished: select the CNSDiff run and redraw the whole app (sidebar run list).
         st.session_state["demo_seen_done"] = True
-        cns = [o["run_id"] for o in job["outcomes"] if o["sampler"] == "cnsdiff" and o["run_id"]]
+        cns = [o["run_id"] for o in job["outcomes"] if o["sampler"] == METHOD and o["run_id"]]
         if cns and job["status"] != "failed":
             sup.select(run_id=cns[0])
         st.rerun(scope="app")

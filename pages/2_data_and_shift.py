@@ -7,6 +7,7 @@ import streamlit as st
 
 import app_support as sup
 from cnsdiff_core.data import DataError
+from cnsdiff_core.data.loaders import INTERACTION_SUFFIXES, formats_text
 
 sup.require_frame()
 
@@ -107,8 +108,7 @@ with st.expander("Import your own data", expanded=False):
     locked = sup.read_only()
     if locked:
         st.info("Import is switched off in read-only workshop mode.")
-    st.caption("One interaction log (CSV/TSV with a header, whitespace `user item [rating] [timestamp]`, "
-               "or a RecBole `.inter` file) is split by the shift you pick; a folder of pre-split files "
+    st.caption(f"One interaction log ({formats_text()}) is split by the shift you pick; a folder of pre-split files "
                "(`train.txt`, `valid.txt`, `test_iid.txt`, `test_ood.txt`) keeps its own split.")
 
     def use(dataset_name: str, key: str) -> None:
@@ -124,7 +124,7 @@ with st.expander("Import your own data", expanded=False):
 
     up_tab, path_tab = st.tabs(["Upload files", "Local folder or file"])
     with up_tab:
-        files = st.file_uploader("Interaction files", type=["csv", "tsv", "txt", "inter", "dat"],
+        files = st.file_uploader("Interaction files", type=[s.lstrip(".") for s in INTERACTION_SUFFIXES],
                                  accept_multiple_files=True, key="import_upload", disabled=locked)
         if files and not locked:
             paths = sup.save_uploads(files)
@@ -153,9 +153,9 @@ with st.expander("Import your own data", expanded=False):
             else:
                 files = [path] if path.is_file() else sorted(
                     p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                    and p.suffix.lower() in (".csv", ".tsv", ".txt", ".inter", ".dat"))
+                    and p.suffix.lower() in INTERACTION_SUFFIXES)
                 if not files:
-                    st.warning(f"{path} holds no interaction files (.csv, .tsv, .txt, .inter, .dat).")
+                    st.warning(f"{path} holds no interaction files ({', '.join(INTERACTION_SUFFIXES)}).")
                 else:
                     st.dataframe(sup.verdict_frame(sup.validate_paths(files)), hide_index=True,
                                  key="import_path_verdicts")

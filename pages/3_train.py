@@ -6,7 +6,7 @@ import streamlit as st
 
 import app_support as sup
 from cnsdiff_core.config import PRESETS, SAMPLERS, ConfigError
-from cnsdiff_core.samplers import LABELS
+from cnsdiff_core.samplers import LABELS, METHOD
 
 sup.require_frame()
 
@@ -58,7 +58,7 @@ with top[2]:
 comments, types = sup.field_comments(), sup.field_types()
 with st.form("train_form", border=True):
     pick, reps = st.columns([4, 1])
-    samplers = pick.multiselect("Samplers", list(SAMPLERS), default=["cnsdiff"], key="train_samplers",
+    samplers = pick.multiselect("Samplers", list(SAMPLERS), default=[METHOD], key="train_samplers",
                                 format_func=lambda s: LABELS.get(s, s), persist_state="session",
                                 help="Each sampler becomes its own run; pick several to compare them.")
     seeds = reps.number_input("Seeds per sampler", 1, sup.MAX_SEEDS, 1, step=1, key="train_seeds",

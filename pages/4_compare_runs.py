@@ -8,6 +8,7 @@ import streamlit as st
 import app_support as sup
 from cnsdiff_core.metrics import paired_test
 from cnsdiff_core.runs import StoreError
+from cnsdiff_core.samplers import UNIFORM
 
 sup.require_frame()
 
@@ -71,7 +72,7 @@ if picked and metrics:
     st.markdown("##### Relative improvement over RNS (same dataset and shift)")
     out = []
     for run_id, row in rows.iterrows():
-        base = usable[(usable["sampler"] == "rns") & (usable["dataset"] == row["dataset"])
+        base = usable[(usable["sampler"] == UNIFORM) & (usable["dataset"] == row["dataset"])
                       & (usable["shift"] == row["shift"])]
         if len(base):  # prefer an RNS run picked above (so the user chooses the baseline), else the newest
             base = base.assign(_picked=base["run_id"].isin(picked)).sort_values("_picked", ascending=False, kind="stable")

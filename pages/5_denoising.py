@@ -14,7 +14,7 @@ st.title("Denoising")
 st.caption("CNSDiff noises the positive item's embedding to step s and denoises it back with its "
            "trained MLP. Press ▶ Play under the map to animate in the browser, or scrub the frame.")
 
-run_id = es.pick_run("den_run", cnsdiff_only=True, label="CNSDiff run")
+run_id = es.pick_run("den_run", with_denoiser=True, label="CNSDiff run")
 if run_id is None:
     st.info("No finished CNSDiff run yet: train one on the Train page (the one-click demo on Home does).")
     st.stop()

@@ -7,6 +7,7 @@ import app_support as sup
 import explore_support as es
 from cnsdiff_core import diagnostics as dg
 from cnsdiff_core import explore as ex
+from cnsdiff_core.samplers import HARD, METHOD, UNIFORM
 
 sup.require_frame()
 
@@ -96,7 +97,7 @@ else:
 
     st.subheader("Score histograms")
     hist_series = ex.series_order(samples["series"].unique())
-    default = [s for s in ("positive", "rns", "dns", "cnsdiff") if s in hist_series] or hist_series[:3]
+    default = [s for s in ("positive", UNIFORM, HARD, METHOD) if s in hist_series] or hist_series[:3]
     if st.session_state.get("fhn_hist_series") is None or not set(st.session_state["fhn_hist_series"]) <= set(hist_series):
         st.session_state["fhn_hist_series"] = default
     pick = st.multiselect("Series", hist_series, key="fhn_hist_series")

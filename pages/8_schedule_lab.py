@@ -10,6 +10,7 @@ import app_support as sup
 import explore_support as es
 from cnsdiff_core import explore as ex
 from cnsdiff_core.config import LOSS_WEIGHTINGS, SCHEDULES, ConfigError, preset_config
+from cnsdiff_core.samplers import METHOD
 
 sup.require_frame()
 
@@ -138,7 +139,7 @@ elif job is not None:
 
 # --- a full run with this schedule -------------------------------------------------------------------------
 st.divider()
-train_cfg = cfg.with_updates(sampler="cnsdiff", preset="custom")
+train_cfg = cfg.with_updates(sampler=METHOD, preset="custom")
 if sup.read_only():
     st.caption("Read-only workshop mode: training is switched off.")
 elif st.button(f"Train CNSDiff with schedule {which}", key="lab_train",

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from cnsdiff_core.config import ConfigError, TrainConfig, parse_set_args, preset_config
 from cnsdiff_core.data import DataError, load_dataset, validate_files
 from cnsdiff_core.data.dataset import Dataset
-from cnsdiff_core.data.loaders import FORMATS, load_split_folder, read_interactions, to_positives
+from cnsdiff_core.data import FORMATS, load_split_folder, read_interactions, to_positives
 
 CALL_SECONDS = 20  # a single load of a few-kB file taking longer than this is a hang
 FAST = settings(max_examples=120, deadline=None, derandomize=True,

@@ -52,9 +52,9 @@ def test_pool_never_returns_training_items(toy):
 
 def test_pns_prefers_popular_items(toy):
     pop = toy.item_popularity()
-    pool = NegativePool(toy.train, toy.n_users, toy.n_items, torch.device("cpu"), pop, 0.75)
+    pool = NegativePool(toy.train, toy.n_users, toy.n_items, torch.device("cpu"), pop)
     torch.manual_seed(0)
-    items = pool.draw(torch.zeros(4000, dtype=torch.long) + 5, 1, weighted=True)[:, 0].numpy()
+    items = pool.draw(torch.zeros(4000, dtype=torch.long) + 5, 1, power=0.75)[:, 0].numpy()
     uniform = torch.randint(0, toy.n_items, (4000,)).numpy()
     assert pop[items].mean() > 1.5 * pop[uniform].mean()
 

@@ -4,7 +4,10 @@ Everything returns a `Dataset` of dense (user, item) id arrays; user-caused prob
 `DataError` with a one-sentence message.
 """
 from .dataset import SHIFTS, DataError, Dataset, GroundTruth
-from .loaders import IdMap, detect_format, load_split_folder, read_interactions, to_positives
+from .folders import load_split_folder
+from .ids import IdMap
+from .loaders import FORMATS, detect_format, read_interactions
+from .positives import to_positives
 from .registry import data_root_path, list_datasets, load_dataset, parse_synthetic, validate_files
 from .splits import (InteractionLog, exposure_split, given_split, popularity_split, random_split,
                      shift_report, split, temporal_split)
@@ -12,7 +15,7 @@ from .synthetic import World, WorldConfig, generate_world, load_world, save_worl
 
 __all__ = [
     "SHIFTS", "DataError", "Dataset", "GroundTruth",
-    "IdMap", "detect_format", "load_split_folder", "read_interactions", "to_positives",
+    "IdMap", "FORMATS", "detect_format", "load_split_folder", "read_interactions", "to_positives",
     "data_root_path", "list_datasets", "load_dataset", "parse_synthetic", "validate_files",
     "InteractionLog", "exposure_split", "given_split", "popularity_split", "random_split",
     "shift_report", "split", "temporal_split",

@@ -17,6 +17,13 @@ class DataError(ValueError):
     """A problem with user-supplied data; the message is one sentence that says what to do."""
 
 
+def clip(text, limit: int = 40) -> str:
+    """User-supplied text shown inside a one-line message: printable characters only, at most
+    `limit` of them (a header cell or a file name can hold anything)."""
+    out = "".join(ch if ch.isprintable() else "?" for ch in str(text)[: limit + 1])
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
 @dataclass
 class GroundTruth:
     """True preferences of a synthetic world: user u likes item i iff u_f . i_f > threshold."""

@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 from .dataset import DataError
+from .loaders import INTERACTION_SUFFIXES
 from .registry import load_dataset
 from .stored import data_dir
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESERVED = {"sample", "food", "yelp2018", "coat", "kuairec", "synthetic"}
-DATA_SUFFIXES = {".txt", ".csv", ".tsv", ".inter", ".dat", ".json", ".npz"}
+DATA_SUFFIXES = {*INTERACTION_SUFFIXES, ".json", ".npz"}  # interactions, a world's or folder's metadata
 
 
 def import_dataset(source: str | Path, name: str, force: bool = False) -> dict:

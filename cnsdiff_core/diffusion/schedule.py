@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import SCHEDULES, ConfigError
+from ..settings import SCHEDULES, ConfigError
 
 MAX_BETA = 0.999
 

@@ -1,19 +1,35 @@
 """CNSDiff (Zhao et al. 2025): negatives synthesized by a diffusion model started from the
 positive item, hardness picked over diffusion steps, mixed with a random negative on a Beta
-schedule, plus a contrastive term. See METHOD.md for every default and for "the trap"."""
+schedule, plus a contrastive term. See METHOD.md for every default and for "the trap".
+
+Its knobs are TrainConfig's own fields (the CNSDiff groups), not `settings` of this class: the
+schedule and denoiser knobs also drive the diffusion package where no CNSDiff sampler runs (the
+schedule lab, the Denoising page), the presets paper / reference / tuned are settings of this
+method, and stored runs and documented commands name the fields as they are."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from ..config import TrainConfig
 from ..diffusion import Denoiser, NoiseSchedule, denoiser_loss, synthesize_candidates
 from .base import BatchContext, NegativeBatch, Sampler, score_candidates
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 class CNSDiffSampler(Sampler):
     name = "cnsdiff"
+    label = "CNSDiff (diffusion)"
+    order = 60
+    role = "method"
+    color = "#D55E00"  # Okabe-Ito vermillion: the synthesized hue, shared by no other sampler
+    marker = "x"
     synthesizes = True
+    has_denoiser = True
+    probe_alongside = False  # its candidates need the run's trained denoiser
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         super().__init__(cfg, device)
@@ -125,6 +141,19 @@ class CNSDiffSampler(Sampler):
 
     def state_dict(self) -> dict:
         return {"denoiser": self.denoiser.state_dict()}
+
+    @classmethod
+    def epoch_flops(cls, cfg, batch, n_batches, device_type):
+        d, H = cfg.dim, cfg.denoiser_hidden
+        steps = cfg.hardness_steps()
+        lengths = [cfg.steps if cfg.reverse_from_T else s - cfg.stop_for(s) for s in steps]
+        # CUDA runs the S chains batched for the longest chain's length, CPU each chain for its own
+        # length (synthesize_candidates)
+        n_den = len(steps) * max(lengths) if device_type == "cuda" else sum(lengths)
+        per_call = 2 * batch * (d * H + H * d)
+        m = cfg.cl_negatives if cfg.cl_negatives > 0 else 2 * batch
+        return {"synthesis": n_den * per_call * n_batches, "contrastive": 3 * 2 * batch * m * d * n_batches,
+                "denoiser update": 3 * per_call * n_batches}
 
     def load_state_dict(self, state: dict) -> None:
         if "denoiser" in state:
