@@ -106,6 +106,8 @@ class TrainConfig:
     # --- diagnostics --------------------------------------------------------------------------
     probe_triples: int = 2500  # fixed sample of training triples (one per user where possible) for
     #   FHN/hardness every epoch: a rate of 0.01 is then known to about +-0.004 (Wilson 95%)
+    probe_side_triples: int = 500  # the other samplers' rows (shown for comparison) and the per-step
+    #   candidates use the probe's first triples only: resolving a vector costs a (P, items) product
     snapshot_epochs: tuple[int, ...] = ()  # extra epochs whose probe negatives are stored
     max_seconds: float = 0.0  # > 0: stop training after this wall time (kept as 'stopped')
 
@@ -129,7 +131,7 @@ class TrainConfig:
              "selection='ood-test' needs the OOD test every epoch; use test_eval=every-epoch")
         need(self.env_kind in ("auto", "time", "popularity"), "env_kind", "use auto, time or popularity")
         for name in ("dim", "batch_size", "epochs", "steps", "eval_every", "hard_stride", "denoiser_hidden",
-                     "n_envs", "probe_triples", "eval_batch_users"):
+                     "n_envs", "probe_triples", "probe_side_triples", "eval_batch_users"):
             need(int(getattr(self, name)) >= 1, name, "it must be an integer >= 1")
         for name in ("layers", "patience", "stop_step", "denoise_steps", "cl_negatives", "cpu_threads",
                      "mix_ramp_epochs"):

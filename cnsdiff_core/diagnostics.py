@@ -54,7 +54,8 @@ def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # rounding can leave the bound a hair beyond p at k = 0 or k = n; the interval always holds p
+    return min(max(0.0, centre - half), p), max(min(1.0, centre + half), p)
 
 
 def _keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
@@ -78,6 +79,11 @@ class Probe:
     held_keys: torch.Tensor  # sorted user * I + item of every held-out pair not in training
     n_items: int
     uniform_rate: float  # FHN rate uniform sampling over non-training items gives on these triples
+
+    def head(self, n: int) -> "Probe":
+        """The first n triples (a random subset of users: the probe is in random order)."""
+        return Probe(self.users[:n], self.pos[:n], self.rand_neg[:n], self.env[:n], self.train_keys,
+                     self.held_keys, self.n_items, self.uniform_rate)
 
     def is_train(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return _member(self.train_keys, users.long() * self.n_items + items.long())
@@ -200,37 +206,50 @@ def vector_kind(step: int) -> str:
 @torch.no_grad()
 def probe_diagnostics(samplers: dict[str, Sampler], probe: Probe, user_all: torch.Tensor,
                       items_e: torch.Tensor, layers: torch.Tensor | None, n_users: int, pool: NegativePool,
-                      epoch: int, truth=None, keep_raw: bool = False, null_seed: int = 4242):
+                      epoch: int, truth=None, keep_raw: bool = False, null_seed: int = 4242,
+                      main: str | None = None, side_triples: int | None = None):
     """One row per sampler for its trained-on negative, one per pre-mix candidate (vector
     samplers) and one per CNSDiff step, with FHN (interval, collapse share, null), hardness and
     distances (see the module doc).
 
+    Cost control: the run's own sampler (`main`) is measured on the whole probe; the other
+    samplers (shown for comparison) and the per-step candidates on its first `side_triples`
+    triples (None: the whole probe). Every row carries its `n`, so its interval is honest.
+    Resolving vectors against every item is the expensive part (one (P, I) product each).
+
     Returns (rows, raw) where raw holds per-triple arrays when keep_raw (for snapshots), keyed by
     series name ('dns', 'cnsdiff', 'cnsdiff@premix', 'cnsdiff@10', ...)."""
-    user_e = user_all[probe.users]
-    pos_e = items_e[probe.pos]
-    ctx = BatchContext(probe.users, probe.pos, probe.rand_neg, user_e, pos_e, items_e, layers, n_users,
-                       epoch, pool, probe.env)
+    n_side = len(probe.users) if side_triples is None else min(int(side_triples), len(probe.users))
+    side = probe.head(n_side)
+    user_full = user_all[probe.users]
+    pos_full = items_e[probe.pos]
     gen = torch.Generator(device=items_e.device).manual_seed(null_seed)
     rows, raw = [], {}
 
-    def measure(name: str, step: int, vec: torch.Tensor, items: torch.Tensor | None) -> None:
-        row, arrays = measure_negatives(probe, user_e, pos_e, items_e, vec, items, truth, gen)
+    def measure(name: str, step: int, pr: Probe, vec: torch.Tensor, items: torch.Tensor | None) -> None:
+        n = len(pr.users)
+        row, arrays = measure_negatives(pr, user_full[:n], pos_full[:n], items_e, vec[:n],
+                                        None if items is None else items[:n], truth, gen)
         rows.append({"sampler": name, "step": step, "vector": vector_kind(step)} | row)
-        if keep_raw:
+        if keep_raw and n == len(probe.users):  # snapshots keep whole-probe series only
             raw[series_key(name, step)] = arrays
 
     for name, sampler in samplers.items():
+        own = main is None or name == main
+        pr = probe if own or keep_raw else side
+        n = len(pr.users)
+        ctx = BatchContext(pr.users, pr.pos, pr.rand_neg, user_full[:n], pos_full[:n], items_e, layers, n_users,
+                           epoch, pool, pr.env)
         nb = sampler.sample(ctx)
-        measure(name, TRAINED, nb.emb.detach(), nb.items)
+        measure(name, TRAINED, pr, nb.emb.detach(), nb.items)
         if nb.synthesized is not None and nb.items is None:
-            measure(name, PRE_MIX, nb.synthesized.detach(), None)
+            measure(name, PRE_MIX, pr, nb.synthesized.detach(), None)
         if nb.candidates is not None:
             for k, s in enumerate(getattr(sampler, "steps", [])):
-                measure(name, s, nb.candidates[:, k], None)
+                measure(name, s, probe if keep_raw else side, nb.candidates[:, k], None)
     if keep_raw:
         raw["_probe"] = {"users": probe.users.cpu().numpy(), "pos": probe.pos.cpu().numpy(),
-                         "s_pos": (user_e * pos_e).sum(-1).cpu().numpy()}
+                         "s_pos": (user_full * pos_full).sum(-1).cpu().numpy()}
     return rows, raw
 
 

@@ -201,3 +201,16 @@ def causal_ablation(frame: pd.DataFrame) -> pd.DataFrame:
     out = out.reset_index()
     return out.sort_values(["confounding", "causal"], key=lambda c: c.map(order) if c.name == "causal" else c,
                            ignore_index=True)
+
+
+ABLATION_CSV = Path(__file__).resolve().parents[1] / "results" / "causal_ablation.csv"
+
+
+def load_causal_ablation(path: str | Path | None = None) -> pd.DataFrame:
+    """The shipped causal ablation (`scripts/sweep.py causal`) summarized by `causal_ablation`;
+    an empty frame when the file is missing or unreadable."""
+    p = Path(path) if path else ABLATION_CSV
+    try:
+        return causal_ablation(pd.read_csv(p))
+    except (OSError, ValueError, KeyError, pd.errors.EmptyDataError):
+        return pd.DataFrame(columns=["confounding", "causal", "seeds"])

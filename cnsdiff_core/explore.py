@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from .config import LOSS_WEIGHTINGS, ConfigError, TrainConfig
 from .data.dataset import Dataset
-from .diagnostics import (PRE_MIX, TRAINED, make_probe, measure_negatives, parse_series_key, series_key,
+from .diagnostics import (PRE_MIX, TRAINED, make_probe, measure_negatives, parse_series_key, resolve_to_items,
+                          series_key,
                           vector_kind)
 from .diffusion import Denoiser, NoiseSchedule, denoise_trajectory, denoiser_loss, synthesize_candidates
 from .projection import EmbeddingProjection, nearest_items
@@ -193,7 +194,8 @@ def denoising_trajectories(cfg: TrainConfig, denoiser: Denoiser, user_emb: np.nd
     Returns:
         Trajectories; `table` columns: s, r, frame, t, t_in, phase, label, score, hardness,
         cos_to_pos, norm, norm_ratio, coef1, coef2, beta, alphabar, sqrt_abar, sqrt_1m_abar,
-        z0hat_norm, z0hat_cos_to_pos, zin_norm, resolved_item, nn_dist, resolved_heldout.
+        z0hat_norm, z0hat_cos_to_pos, zin_norm, resolved_item (diagnostics.RESOLUTION), nn_dist
+        (Euclidean distance to it / the positive's norm), resolved_own_positive, resolved_heldout.
     """
     user, pos = int(user), int(pos)
     train_items, held_items = user_items(data, user)
@@ -238,11 +240,14 @@ def denoising_trajectories(cfg: TrainConfig, denoiser: Denoiser, user_emb: np.nd
     n_items = len(items)
     train_mask = np.zeros(n_items, dtype=bool)
     train_mask[train_items] = True
-    # What the FHN diagnostic would resolve this vector to: nearest non-training item by cosine.
-    res_idx, res_cos = nearest_items(states_a, items, 1, exclude=np.broadcast_to(train_mask, (len(states_a), n_items)))
-    table["resolved_item"] = res_idx[:, 0]
-    table["nn_dist"] = 1 - res_cos[:, 0]
-    table["resolved_heldout"] = np.isin(res_idx[:, 0], held_items)
+    # What the FHN diagnostic resolves this vector to (diagnostics.RESOLUTION): the nearest item by
+    # Euclidean distance over all items; the distance is relative to the positive's norm.
+    res_idx, res_dist = resolve_to_items(torch.as_tensor(states_a), torch.as_tensor(items))
+    res_idx = res_idx.numpy()
+    table["resolved_item"] = res_idx
+    table["nn_dist"] = res_dist.numpy() / max(z0n, 1e-12)
+    table["resolved_own_positive"] = res_idx == pos
+    table["resolved_heldout"] = np.isin(res_idx, held_items)
     excl = np.broadcast_to(train_mask, (len(states_a), n_items)) if exclude_train else None
     nn_idx, nn_cos = nearest_items(states_a, items, k, exclude=excl)
     kk = nn_idx.shape[1]

@@ -221,10 +221,14 @@ class Trainer:
 
     @torch.no_grad()
     def _diagnose(self, epoch: int, keep_raw: bool = False):
+        """Diagnostics of one epoch. They run on a fork of the random number generators, so what
+        they measure (probe size, which samplers) never changes the training that follows."""
         self.model.eval()
         out = self.model.propagate(keep_layers=True)
-        rows, raw = probe_diagnostics(self.diag_samplers, self.probe, out[0], out[1], out[2], self.data.n_users,
-                                      self.pool, epoch, self.data.truth, keep_raw)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            rows, raw = probe_diagnostics(self.diag_samplers, self.probe, out[0], out[1], out[2], self.data.n_users,
+                                          self.pool, epoch, self.data.truth, keep_raw, main=self.cfg.sampler,
+                                          side_triples=self.cfg.probe_side_triples)
         for r in rows:
             r["epoch"] = epoch + 1
         return rows, raw
@@ -263,7 +267,9 @@ class Trainer:
                         rec |= _prefixed("iid", self._evaluate(self.data.test_iid, ue, ie, test=True))
                         rec |= _prefixed("ood", self._evaluate(self.data.test_ood, ue, ie, test=True))
                 rec["eval_seconds"] = time.perf_counter() - tv
+                td = time.perf_counter()
                 rows, raw = self._diagnose(epoch, keep_raw=epoch in snapshots)
+                rec["diag_seconds"] = time.perf_counter() - td
                 diag_rows.extend(rows)
                 if raw:
                     self.emit({"type": "snapshot", "epoch": epoch + 1, "raw": raw})

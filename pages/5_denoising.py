@@ -48,7 +48,8 @@ c_seed, c_excl, c_zoom = st.columns([1, 1.5, 1], vertical_alignment="bottom")
 seed = int(c_seed.number_input("Noise seed", 0, 10**6, 0, key="den_seed",
                                help="The forward noise is drawn from this seed (one draw per step s)."))
 exclude = c_excl.toggle("Hide training items from neighbours", value=False, key="den_exclude",
-                        help="The FHN diagnostic resolves a vector to its nearest non-training item.")
+                        help="Only the neighbour lists; the FHN diagnostic resolves a vector to its nearest "
+                             "item over all items (training items included).")
 zoom = c_zoom.toggle("Zoom to items", value=False, key="den_zoom",
                      help="Noised states can lie far outside the item cloud; zoom in on the items.")
 job = es.map_job(run_id)
@@ -83,10 +84,12 @@ st.caption("▶ Play and the slider under the map animate it in your browser; th
 st.subheader(f"Frame {frame}")
 now = traj.frame(frame)
 show = now[["s", "label", "score", "hardness", "cos_to_pos", "norm", "norm_ratio", "nn_dist",
-            "resolved_item", "resolved_heldout"]].copy()
+            "resolved_item", "resolved_own_positive", "resolved_heldout"]].copy()
 show["resolved_item"] = labels[show["resolved_item"].to_numpy()]
-st.dataframe(show.rename(columns={"label": "state", "hardness": "score − s(u,pos)", "nn_dist": "1 − cos to nearest non-train item",
-                                  "resolved_item": "resolves to", "resolved_heldout": "held-out positive (FHN)"}),
+st.dataframe(show.rename(columns={"label": "state", "hardness": "score − s(u,pos)",
+                                  "nn_dist": "dist to nearest item / ‖pos‖", "resolved_item": "resolves to",
+                                  "resolved_own_positive": "is the positive (collapse)",
+                                  "resolved_heldout": "held-out positive (FHN)"}),
              hide_index=True, key="den_frame_table")
 
 s_pick = st.radio("Step s for the formula and neighbours", traj.steps, key="den_s", horizontal=True,

@@ -7,6 +7,7 @@ import app_support as sup
 import explore_support as es
 from cnsdiff_core import diagnostics as dg
 from cnsdiff_core import explore as ex
+from cnsdiff_core.experiment import load_causal_ablation
 from cnsdiff_core.samplers import HARD, METHOD, UNIFORM
 
 sup.require_frame()
@@ -137,3 +138,21 @@ else:
     st.caption("A chart of FHN against the world's confounding strength appears once runs on "
                f"synthetic worlds with at least two confounding strengths exist (now: {n}). Generate "
                "worlds on Data & shift and train on each.")
+
+# --- the causal ablation on synthetic worlds (shipped results) ----------------------------------------
+ablation = load_causal_ablation()
+if not ablation.empty:
+    st.subheader("Does the causal term help where the truth is known?")
+    st.caption("CNSDiff `tuned` on synthetic worlds (the sample world's generator) at four confounding "
+               "strengths, with the causal term off, KL or env-variance; mean ± spread over "
+               f"{int(ablation['seeds'].max())} seeds. Shipped with the app (results/causal_ablation.csv, "
+               "made by `scripts/sweep.py causal`; docs/RESULTS.md has the table).")
+    abl_metric = st.radio("Measure", ["ood_recall@20", "fhn_true", "premix_fhn_true", "valid_recall@20"],
+                          key="fhn_abl_metric", horizontal=True,
+                          format_func={"ood_recall@20": "OOD Recall@20", "fhn_true": "true FHN (trained-on)",
+                                       "premix_fhn_true": "true FHN (pre-mix h)",
+                                       "valid_recall@20": "valid Recall@20"}.get)
+    abl = px.line(ablation, x="confounding", y=abl_metric, color="causal", markers=True,
+                  error_y=f"{abl_metric}_std" if f"{abl_metric}_std" in ablation else None)
+    abl.update_layout(height=360)
+    st.plotly_chart(abl, key="fhn_ablation")

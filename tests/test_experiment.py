@@ -60,3 +60,27 @@ def test_csvs_from_parallel_jobs_merge_into_one_table(table, tmp_path):
     assert list(merged.summary["sampler"]) == ["mostpop", "rns", "cnsdiff"]
     assert np.allclose(merged.summary.select_dtypes("number").to_numpy(dtype=float),
                        summarize(f).select_dtypes("number").to_numpy(dtype=float), equal_nan=True)
+
+
+def test_causal_ablation_summary_groups_by_world_and_causal_kind(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from cnsdiff_core.experiment import causal_ablation, load_causal_ablation
+
+    rows = []
+    for c, causal, seed, ood, true in [(0.3, "kl", 0, 0.10, 0.2), (0.3, "kl", 1, 0.14, 0.4),
+                                       (0.3, "none", 0, 0.12, 0.3), (0.9, "kl", 0, 0.05, 0.1)]:
+        rows.append({"dataset": f"synthetic:confounding={c},seed=2024", "overrides": json.dumps({"causal": causal}),
+                     "seed": seed, "valid_recall@20": 0.2, "ood_recall@20": ood, "fhn_true": true,
+                     "premix_fhn_true": 0.0, "own_positive": 0.5})
+    table = causal_ablation(pd.DataFrame(rows))
+    assert table[["confounding", "causal"]].values.tolist() == [[0.3, "none"], [0.3, "kl"], [0.9, "kl"]]
+    kl = table[(table["confounding"] == 0.3) & (table["causal"] == "kl")].iloc[0]
+    assert kl["ood_recall@20"] == pytest.approx(0.12) and kl["ood_recall@20_std"] == pytest.approx(0.02)
+    assert kl["fhn_true"] == pytest.approx(0.3) and kl["seeds"] == 2
+    path = tmp_path / "abl.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    assert len(load_causal_ablation(path)) == 3
+    assert load_causal_ablation(tmp_path / "missing.csv").empty

@@ -106,9 +106,14 @@ def test_nearest_items_flag_training_and_heldout_positives(runs, toy_data):
     assert not without.neighbours["is_train"].any()
     assert not without.neighbours["item"].isin(train).any()
     assert len(without.neighbours) == len(nb) and (without.neighbours.groupby(["s", "frame"]).size() == 5).all()
-    # the FHN resolution never picks a training item, and flags held-out ones
-    assert not np.isin(with_train.table["resolved_item"], train).any()
-    assert (with_train.table["resolved_heldout"] == np.isin(with_train.table["resolved_item"], held)).all()
+    # the FHN resolution is Euclidean over all items: frame 0 (z_0 itself) resolves to the positive,
+    # flagged as a collapse; held-out items are flagged
+    t = with_train.table
+    first_rows = t[t["frame"] == 0]
+    assert (first_rows["resolved_item"] == pos).all() and first_rows["resolved_own_positive"].all()
+    assert (first_rows["nn_dist"] < 1e-5).all()
+    assert (t["resolved_own_positive"] == (t["resolved_item"] == pos)).all()
+    assert (t["resolved_heldout"] == np.isin(t["resolved_item"], held)).all()
 
 
 def test_user_items_rejects_unknown_users(toy_data):

@@ -274,6 +274,12 @@ def test_fhn_page_across_runs_with_ground_truth_and_confounding(store):
     at.toggle(key="fhn_steps").set_value(False).run()
     no_exception(at)
     assert "FHN vs confounding strength" in texts(at.subheader)  # worlds at 0.5 and 0.9
+    # the shipped causal ablation (results/causal_ablation.csv) is charted with error bars
+    assert "Does the causal term help where the truth is known?" in texts(at.subheader)
+    at.radio(key="fhn_abl_metric").set_value("fhn_true").run()
+    no_exception(at)
+    abl = chart_spec(at, "fhn_ablation")
+    assert {t["name"] for t in abl["data"]} <= {"none", "kl", "env-variance"} and "error_y" in abl["data"][0]
 
 
 # --- Noise schedule lab -----------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def test_training_improves_over_random_ranking(toy):
 
 @pytest.mark.parametrize("preset", ["paper", "reference", "tuned"])
 def test_cnsdiff_presets_train_and_report_per_step_diagnostics(toy, preset):
-    cfg = _cfg(preset=preset, sampler="cnsdiff", epochs=2)
+    cfg = _cfg(preset=preset, sampler="cnsdiff", epochs=2, probe_triples=100, probe_side_triples=40)
     res = Trainer(cfg, toy).fit()
     rows = [r for r in res.diagnostics if r["sampler"] == "cnsdiff"]
     steps = sorted({r["step"] for r in rows})
@@ -34,7 +34,11 @@ def test_cnsdiff_presets_train_and_report_per_step_diagnostics(toy, preset):
     assert cfg.hardness_steps() == ([2, 6, 10, 14, 18] if preset == "tuned" else [10, 14, 18])
     for r in rows:
         assert 0 <= r["fhn_lo"] <= r["fhn"] <= r["fhn_hi"] <= 1 and math.isfinite(r["hardness_mean"])
-        assert 0 <= r["own_positive"] <= 1 and r["n"] == cfg.probe_triples
+        # epoch 1 is a snapshot (whole probe); later the per-step candidates use the first triples
+        assert 0 <= r["own_positive"] <= 1
+        assert r["n"] == (100 if r["step"] < 0 or r["epoch"] == 1 else 40)
+    others = [r for r in res.diagnostics if r["sampler"] != "cnsdiff" and r["epoch"] == 2]
+    assert others and all(r["n"] == 40 for r in others)  # the comparison samplers: the first triples
     baseline = {r["sampler"] for r in res.diagnostics}
     assert baseline >= {"rns", "pns", "dns", "ahns", "mixgcf", "cnsdiff"}
 
@@ -232,3 +236,11 @@ def test_tests_mask_training_and_validation_items(toy):
     want = evaluate(embedding_scorer(torch.as_tensor(res.user_emb), torch.as_tensor(res.item_emb)), toy.train,
                     toy.valid, toy.n_users, toy.n_items, "cpu")
     assert res.metrics["valid_recall@20"] == pytest.approx(want.metrics["recall@20"], abs=1e-9)
+
+
+def test_diagnostics_never_change_the_training(toy):
+    """The probe draws on a fork of the RNG: a different probe size gives the same model."""
+    a = Trainer(_cfg(sampler="cnsdiff", epochs=3, probe_triples=64), toy).fit()
+    b = Trainer(_cfg(sampler="cnsdiff", epochs=3, probe_triples=100, probe_side_triples=30), toy).fit()
+    assert np.array_equal(a.item_emb, b.item_emb)
+    assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
