@@ -14,26 +14,22 @@ Environment:
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
-import re
 import sys
 import uuid
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from cnsdiff_core.config import PRESETS, TrainConfig, parse_set_args, preset_config
+from cnsdiff_core.config import PRESETS, TrainConfig, parse_set_args, preset_config, settings_info
 from cnsdiff_core.data import SHIFTS, DataError, list_datasets, load_dataset, validate_files
 from cnsdiff_core.jobs import ACTIVE, JobManager, job_progress_text  # noqa: F401 (pages use them as sup.*)
 from cnsdiff_core.runs import Run, RunInfo, RunStore, StoreError, default_root
 from cnsdiff_core.samplers import METHOD, REGISTRY, UNIFORM
-from cnsdiff_core.samplers.registry import setting_fields
 
 REPO = Path(__file__).resolve().parent
 _log = logging.getLogger("cnsdiff.app")
@@ -388,50 +384,21 @@ def device_info() -> dict:
     return {"label": label, "cuda": cuda, "reason": reason}
 
 
-# --- the train form --------------------------------------------------------------------------------
-# Every TrainConfig field the form shows, by expander; the rest come from the sidebar or widgets
-# of their own (FORM_EXCLUDED). tests/test_app_pages.py checks that together they cover every field.
-FORM_GROUPS: dict[str, list[str]] = {
-    "Backbone (LightGCN)": ["dim", "layers", "lr", "batch_size", "epochs", "l2", "seed", "data_seed"],
-    "Evaluation & selection": ["eval_every", "patience", "selection", "eval_batch_users",
-                               "probe_triples", "snapshot_epochs", "max_seconds"],
-    "Baseline samplers": list(setting_fields()),  # each sampler's own settings
-    "CNSDiff: noise schedule": ["steps", "schedule", "noise_scale", "beta_min", "beta_max"],
-    "CNSDiff: synthesis & hardness": ["hard_start", "hard_stride", "stop_step", "denoise_steps",
-                                      "reverse_from_T", "posterior_noise", "min_distance",
-                                      "condition_on_user", "mix_a0", "mix_b0", "mix_a1", "mix_b1",
-                                      "min_mix", "cl_weight", "cl_temperature", "cl_negatives"],
-    "CNSDiff: denoiser & causal": ["train_denoiser", "denoiser_lr", "denoiser_hidden",
-                                   "denoiser_dropout", "denoiser_joint", "diff_weight",
-                                   "normalize_snr_weights", "causal", "causal_weight", "n_envs",
-                                   "env_kind"],
-}
-FORM_EXCLUDED = ("dataset", "shift", "sampler", "preset", "device")
+# --- the train form ---------------------------------------------------------------------------------
+# Every setting describes itself (cnsdiff_core.settings): its group is the form's expander, its help
+# the widget's help, its choices a select box. Settings with form=False come from the sidebar or
+# widgets of their own (FORM_EXCLUDED). tests/test_app_pages.py checks that together they cover every field.
+SETTINGS = {d.name: d for d in settings_info()}
+FORM_EXCLUDED = tuple(name for name, d in SETTINGS.items() if not d.form)
 
 
 def form_groups() -> dict[str, list[str]]:
-    """FORM_GROUPS plus an 'Other settings' group for fields the engine added since (so the form
-    always shows every setting)."""
-    placed = {f for group in FORM_GROUPS.values() for f in group} | set(FORM_EXCLUDED)
-    other = [f.name for f in fields(TrainConfig) if f.name not in placed]
-    return {**FORM_GROUPS, "Other settings": other} if other else dict(FORM_GROUPS)
-FORM_CHOICES = {"selection": ("iid-valid", "ood-test"), "schedule": ("linear", "linear-var", "cosine"),
-                "causal": ("kl", "env-variance", "none"), "env_kind": ("auto", "time", "popularity")}
-
-
-@st.cache_resource(show_spinner=False)
-def field_comments() -> dict[str, str]:
-    """The one-line comment next to each TrainConfig field (the form's help texts)."""
-    out = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
-        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
-        if m:
-            out[m.group(1)] = m.group(2).strip()
+    """{group: [setting, ...]} of every setting the form shows, in GROUPS order."""
+    out: dict[str, list[str]] = {}
+    for name, d in SETTINGS.items():
+        if d.form:
+            out.setdefault(d.group or "Other settings", []).append(name)
     return out
-
-
-def field_types() -> dict[str, str]:
-    return {f.name: str(f.type) for f in fields(TrainConfig)}
 
 
 def base_config(preset: str) -> TrainConfig:
@@ -441,7 +408,7 @@ def base_config(preset: str) -> TrainConfig:
 def form_value(cfg: TrainConfig, name: str) -> Any:
     """A field's value as its form widget holds it (floats and tuples as text)."""
     value = getattr(cfg, name)
-    typ = field_types()[name]
+    typ = SETTINGS[name].type
     if typ == "float":
         return f"{value:g}"
     if typ.startswith("tuple"):

@@ -16,7 +16,7 @@ import argparse
 import sys
 import warnings
 
-from .config import PRESETS, SAMPLERS, ConfigError, parse_set_args, preset_config, setting_help
+from .config import PRESETS, SAMPLERS, ConfigError, help_text, parse_set_args, preset_config
 from .samplers import METHOD
 
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
@@ -323,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "help_settings", False):
-        for name, typ, default in setting_help():
-            print(f"{name:24s} {typ:18s} default {default}")
+        print("\n".join(help_text()))
         return 0
     from .data.dataset import DataError
     from .runs import StoreError

@@ -49,22 +49,29 @@ class SettingInfo:
     lt: float | None = None
     form: bool = True  # False: set elsewhere (sidebar, own widget), not in the Train form's groups
 
-    def rule(self) -> str:
-        """What is allowed, as the second half of an error sentence."""
+    def allowed(self) -> str:
+        """The allowed values in a few words ('' when any value of the type is)."""
         if self.choices is not None:
-            return f"use one of {', '.join(map(str, self.choices))}"
+            return f"one of {', '.join(map(str, self.choices))}"
         kind = "an integer" if self.type == "int" else "a number"
         low = self.ge if self.ge is not None else self.gt
         high = self.le if self.le is not None else self.lt
         if low is not None and high is not None and high < SANITY_CAP:
             left = "[" if self.ge is not None else "("
             right = "]" if self.le is not None else ")"
-            return f"it must lie in {left}{_num(low)}, {_num(high)}{right}"
+            return f"in {left}{_num(low)}, {_num(high)}{right}"
         if self.gt == 0:
-            return "it must be a positive number"
+            return "a positive number"
         if low is not None:
-            return f"it must be {kind} {'>=' if self.ge is not None else '>'} {_num(low)}"
-        return "it must be a valid value"
+            return f"{kind} {'>=' if self.ge is not None else '>'} {_num(low)}"
+        return ""
+
+    def rule(self) -> str:
+        """What is allowed, as the second half of an error sentence."""
+        allowed = self.allowed()
+        if self.choices is not None:
+            return f"use {allowed}"
+        return f"it must {'lie' if allowed.startswith('in ') else 'be'} {allowed}" if allowed else "check the value"
 
     def allows(self, value: Any) -> bool:
         if self.choices is not None:

@@ -55,7 +55,6 @@ with top[2]:
     if not dev["cuda"]:
         st.caption(f"cuda is not offered: {dev['reason']}.")
 
-comments, types = sup.field_comments(), sup.field_types()
 with st.form("train_form", border=True):
     pick, reps = st.columns([4, 1])
     samplers = pick.multiselect("Samplers", list(SAMPLERS), default=[METHOD], key="train_samplers",
@@ -69,18 +68,16 @@ with st.form("train_form", border=True):
         with st.expander(group, expanded=i == 0):
             cols = st.columns(4)
             for j, field_name in enumerate(names):
-                col, key, typ = cols[j % 4], KEYS[field_name], types[field_name]
-                hint = comments.get(field_name, "")
-                if field_name in sup.FORM_CHOICES:
-                    col.selectbox(field_name, sup.FORM_CHOICES[field_name], key=key, help=hint or None,
-                                  persist_state="session")
+                col, key, about = cols[j % 4], KEYS[field_name], sup.SETTINGS[field_name]
+                typ, hint = about.type, about.help + (f" ({about.allowed()})" if about.allowed() else "")
+                if about.choices is not None:
+                    col.selectbox(field_name, about.choices, key=key, help=hint, persist_state="session")
                 elif typ == "bool":
-                    col.checkbox(field_name, key=key, help=hint or None, persist_state="session")
+                    col.checkbox(field_name, key=key, help=hint, persist_state="session")
                 elif typ == "int":
-                    col.number_input(field_name, step=1, key=key, help=hint or None, persist_state="session")
+                    col.number_input(field_name, step=1, key=key, help=hint, persist_state="session")
                 else:  # floats and the epoch list as text: exact values (1e-6) and clear errors
-                    col.text_input(field_name, key=key, persist_state="session",
-                                   help=(hint + " " if hint else "") + ("comma-separated epochs" if typ.startswith("tuple") else ""))
+                    col.text_input(field_name, key=key, persist_state="session", help=hint)
     submitted = st.form_submit_button("Run", key="train_run", type="primary", icon=":material/play_arrow:")
 
 if submitted:

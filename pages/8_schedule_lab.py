@@ -37,8 +37,7 @@ def schedule_inputs(col, tag: str) -> dict:
         bmax = st.number_input("β max", value=float(d.beta_max), format="%.2e", step=1e-3, key=f"lab_{tag}_bmax")
         weighting = st.selectbox("Loss weighting w(t)", LOSS_WEIGHTINGS, index=LOSS_WEIGHTINGS.index(d.loss_weighting),
                                  key=f"lab_{tag}_weighting",
-                                 help="snr-diff: SNR(t-1)-SNR(t) with w(1)=w(2); snr-diff-ref: DiffRec's w(1)=1 "
-                                      "(t=1 gets almost nothing); uniform: 1 for every t. Normalized to mean 1.")
+                                 help=sup.SETTINGS["loss_weighting"].help)
     return {"kind": kind, "steps": int(steps), "scale": float(scale), "beta_min": float(bmin), "beta_max": float(bmax),
             "weighting": weighting}
 
