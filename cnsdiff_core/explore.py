@@ -28,12 +28,11 @@ from .data.dataset import Dataset
 from .diagnostics import (PRE_MIX, TRAINED, make_probe, measure_negatives, parse_series_key, resolve_to_items,
                           series_key,
                           vector_kind)
-from .diffusion import Denoiser, NoiseSchedule, denoise_trajectory, denoiser_loss, synthesize_candidates
+from .diffusion import Denoiser, DenoiserTrainer, NoiseSchedule, denoise_trajectory, synthesize_candidates
 from .projection import EmbeddingProjection, nearest_items
 from .samplers import SYNTHESIZING, WITH_DENOISER, NegativePool
-from .samplers.cnsdiff import CNSDiffSampler
+from .samplers.cnsdiff import pick_hardest
 
-TIME_DIM = 64  # the denoiser's timestep-embedding width (fixed by the sampler)
 
 
 class ExploreError(ValueError):
@@ -44,11 +43,11 @@ class ExploreError(ValueError):
 def build_denoiser(cfg: TrainConfig, state: Mapping | None = None) -> Denoiser:
     """A Denoiser shaped by `cfg` (as the CNSDiff sampler builds it), loaded and in eval mode."""
     if state is None:
-        return Denoiser(cfg.dim, cfg.denoiser_hidden, TIME_DIM, cfg.denoiser_dropout, cfg.condition_on_user).eval()
+        return Denoiser.from_config(cfg).eval()
     # Built on the meta device and loaded with assign=True: the random init is skipped, so loading
     # a stored denoiser never draws from torch's global RNG (a training thread may be using it).
     with torch.device("meta"):
-        den = Denoiser(cfg.dim, cfg.denoiser_hidden, TIME_DIM, cfg.denoiser_dropout, cfg.condition_on_user)
+        den = Denoiser.from_config(cfg)
     try:
         den.load_state_dict({k: v.detach().clone() for k, v in state.items()}, assign=True)
     except RuntimeError:
@@ -583,7 +582,7 @@ def step_report(cfg: TrainConfig, denoiser: Denoiser, data: Dataset, user_emb: n
     cands = synthesize_candidates(denoiser, sched, pos_e, steps, stops, noise,
                                   user_e if cfg.condition_on_user else None, cfg.reverse_from_T,
                                   cfg.posterior_noise, gen)  # (P, S, d)
-    chosen = CNSDiffSampler(cfg, torch.device("cpu")).pick_hardest(cands, pos_e, user_e)  # the sampler's rule
+    chosen = pick_hardest(cands, pos_e, user_e, cfg.min_distance)  # the sampler's rule
     null_gen = torch.Generator().manual_seed(int(seed) + 1)
     rows = []
     variants = [(s, r, cands[:, k]) for k, (s, r) in enumerate(zip(steps, stops))]
@@ -644,11 +643,7 @@ class DenoiserRefit:
             raise ExploreError("this config conditions the denoiser on the user; pass the user embeddings.")
         env_t = torch.as_tensor(np.asarray(env, dtype=np.int64)) if env is not None else None
         use_env = cfg.causal == "env-variance" and env_t is not None
-        schedule = NoiseSchedule.from_config(cfg)
-        sched = schedule.tensors("cpu")
-        weights = torch.as_tensor(schedule.loss_weights(cfg.normalize_snr_weights, cfg.loss_weighting), dtype=torch.float32)
-        den = Denoiser(cfg.dim, cfg.denoiser_hidden, TIME_DIM, cfg.denoiser_dropout, cfg.condition_on_user)
-        opt = torch.optim.Adam(den.parameters(), lr=self.lr or cfg.denoiser_lr)
+        trainer = DenoiserTrainer(cfg, "cpu", lr=self.lr)  # the CNSDiff sampler's own training step
         gen = torch.Generator().manual_seed(int(self.seed))
         eval_idx = torch.randint(len(pairs), (min(int(self.eval_size), len(pairs)),), generator=gen)
 
@@ -657,30 +652,23 @@ class DenoiserRefit:
             return (items[p[:, 1]], None if users is None else users[p[:, 0]],
                     env_t[idx] if use_env else None)
 
-        def objective(idx, generator):
-            z0, u, e = batch(idx)
-            return denoiser_loss(den, sched, z0, weights, cfg.causal, cfg.causal_weight, e, cfg.n_envs, u,
-                                 generator=generator)
-
         @torch.no_grad()
         def eval_loss() -> float:
-            den.eval()
-            loss, _ = objective(eval_idx, torch.Generator().manual_seed(int(self.seed) + 1))
+            trainer.denoiser.eval()
+            z0, u, e = batch(eval_idx)
+            loss, _ = trainer.loss(z0, e, u, torch.Generator().manual_seed(int(self.seed) + 1))
             return float(loss)
 
         t0 = time.perf_counter()
         self.eval_loss_before_ = eval_loss()
         curve, stopped = [], False
-        den.train()
         for step in range(int(self.n_steps)):
             idx = torch.randint(len(pairs), (int(self.batch_size),), generator=gen)
-            loss, _ = objective(idx, gen)
+            z0, u, e = batch(idx)
+            loss, _ = trainer.step(z0, e, u, gen)
             if not torch.isfinite(loss):
                 raise ExploreError(f"the denoiser loss became {float(loss)} at step {step + 1}; lower "
                                    f"denoiser_lr={self.lr or cfg.denoiser_lr} or the noise scale.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
             curve.append(float(loss.detach()))
             if callback is not None and ((step + 1) % 10 == 0 or step + 1 == self.n_steps):
                 callback(step + 1, int(self.n_steps), curve[-1])
@@ -688,8 +676,8 @@ class DenoiserRefit:
                 stopped = True
                 break
         self.eval_loss_after_ = eval_loss()
-        self.denoiser_ = den.eval()
-        self.schedule_ = schedule
+        self.denoiser_ = trainer.denoiser.eval()
+        self.schedule_ = trainer.schedule
         self.loss_curve_ = np.asarray(curve, dtype=np.float64)
         self.n_steps_done_ = len(curve)
         self.stopped_ = stopped

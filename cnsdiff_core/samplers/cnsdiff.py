@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from ..diffusion import Denoiser, NoiseSchedule, denoiser_loss, synthesize_candidates
+from ..diffusion import DenoiserTrainer, synthesize_candidates
 from .base import BatchContext, NegativeBatch, Sampler, score_candidates
 
 if TYPE_CHECKING:
@@ -33,13 +33,8 @@ class CNSDiffSampler(Sampler):
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         super().__init__(cfg, device)
-        self.schedule = NoiseSchedule.from_config(cfg)
-        self.sched = self.schedule.tensors(device)
-        self.weights = torch.as_tensor(self.schedule.loss_weights(cfg.normalize_snr_weights, cfg.loss_weighting),
-                                       dtype=torch.float32, device=device)
-        self.denoiser = Denoiser(cfg.dim, cfg.denoiser_hidden, 64, cfg.denoiser_dropout,
-                                 cfg.condition_on_user).to(device)
-        self.optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.denoiser_lr)
+        self.trainer = DenoiserTrainer(cfg, device)  # the denoiser, its schedule, loss weights, optimizer
+        self.denoiser, self.sched = self.trainer.denoiser, self.trainer.sched
         self.steps = cfg.hardness_steps()
         self.stops = [cfg.stop_for(s) for s in self.steps]
 
@@ -48,26 +43,10 @@ class CNSDiffSampler(Sampler):
     def candidates(self, pos_e: torch.Tensor, user_e: torch.Tensor) -> torch.Tensor:
         """(B, d) positives -> (B, S, d) one candidate per hardness step."""
         cfg = self.cfg
-        was_training = self.denoiser.training
-        self.denoiser.eval()
         noise = torch.randn((len(self.steps),) + tuple(pos_e.shape), device=pos_e.device)
         user = user_e if cfg.condition_on_user else None
-        out = synthesize_candidates(self.denoiser, self.sched, pos_e, self.steps, self.stops, noise,
-                                    user, cfg.reverse_from_T, cfg.posterior_noise)
-        self.denoiser.train(was_training)
-        return out
-
-    def pick_hardest(self, cands: torch.Tensor, pos_e: torch.Tensor, user_e: torch.Tensor) -> torch.Tensor:
-        """(B,) index of the highest-scored candidate whose distance to the positive respects the
-        floor min_distance (relative to the positive's norm); if none does, the farthest one."""
-        scores = score_candidates(user_e, cands)  # (B, S)
-        if self.cfg.min_distance > 0:
-            dist = (cands - pos_e.unsqueeze(1)).norm(dim=-1) / pos_e.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-            ok = dist >= self.cfg.min_distance
-            scores = torch.where(ok, scores, torch.full_like(scores, float("-inf")))
-            none_ok = ~ok.any(1)
-            return torch.where(none_ok, dist.argmax(1), scores.argmax(1))
-        return scores.argmax(1)
+        return synthesize_candidates(self.denoiser, self.sched, pos_e, self.steps, self.stops, noise,
+                                     user, cfg.reverse_from_T, cfg.posterior_noise)
 
     def ramp(self, epoch: int) -> float:
         """Where the mixing ramp stands at a 0-based epoch: 0 at epoch 0, 1 from epoch
@@ -91,7 +70,7 @@ class CNSDiffSampler(Sampler):
         cfg = self.cfg
         user_d, pos_d = ctx.user_e.detach(), ctx.pos_e.detach()
         cands = self.candidates(pos_d, user_d)  # (B, S, d)
-        chosen = self.pick_hardest(cands, pos_d, user_d)  # (B,)
+        chosen = pick_hardest(cands, pos_d, user_d, cfg.min_distance)  # (B,)
         h = cands[torch.arange(len(chosen), device=cands.device), chosen]  # (B, d), no grad
         rand_e = ctx.items_e[ctx.rand_neg]  # (B, d), with grad
         lam = self.mix_weights(len(chosen), ctx.epoch, h.device).unsqueeze(-1)  # (B, 1)
@@ -105,10 +84,7 @@ class CNSDiffSampler(Sampler):
             extra = cfg.cl_weight * cl
             parts["cl"] = cl.detach()
         if cfg.denoiser_joint:
-            env = ctx.env if cfg.causal == "env-variance" else None
-            dl, dparts = denoiser_loss(self.denoiser, self.sched, ctx.pos_e, self.weights, cfg.causal,
-                                       cfg.causal_weight, env, cfg.n_envs,
-                                       ctx.user_e if cfg.condition_on_user else None)
+            dl, dparts = self.trainer.loss(ctx.pos_e, ctx.env, ctx.user_e)
             extra = cfg.diff_weight * dl if extra is None else extra + cfg.diff_weight * dl
             parts.update(dparts)
         parts["lambda"] = lam.mean()
@@ -122,22 +98,15 @@ class CNSDiffSampler(Sampler):
         cfg = self.cfg
         if not cfg.train_denoiser or cfg.denoiser_joint:
             return {}
-        self.denoiser.train()
-        env = ctx.env if cfg.causal == "env-variance" else None
-        loss, parts = denoiser_loss(self.denoiser, self.sched, ctx.pos_e.detach(), self.weights, cfg.causal,
-                                    cfg.causal_weight, env, cfg.n_envs,
-                                    ctx.user_e.detach() if cfg.condition_on_user else None)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        _, parts = self.trainer.step(ctx.pos_e.detach(), ctx.env, ctx.user_e.detach())
         return parts
 
     def after_backward(self) -> None:
         # Joint mode: gradients reached the denoiser through the recommender's loss. The reference
         # code never steps this optimizer (train_denoiser=False), which is its bug 1.
         if self.cfg.denoiser_joint and self.cfg.train_denoiser:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+            self.trainer.optimizer.step()
+        self.trainer.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict:
         return {"denoiser": self.denoiser.state_dict()}
@@ -158,6 +127,20 @@ class CNSDiffSampler(Sampler):
     def load_state_dict(self, state: dict) -> None:
         if "denoiser" in state:
             self.denoiser.load_state_dict(state["denoiser"])
+
+
+def pick_hardest(cands: torch.Tensor, pos_e: torch.Tensor, user_e: torch.Tensor,
+                 min_distance: float = 0.0) -> torch.Tensor:
+    """(B,) index of the highest-scored of (B, S, d) candidates whose distance to the positive
+    respects the floor min_distance (relative to the positive's norm); if none does, the farthest."""
+    scores = score_candidates(user_e, cands)  # (B, S)
+    if min_distance > 0:
+        dist = (cands - pos_e.unsqueeze(1)).norm(dim=-1) / pos_e.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        ok = dist >= min_distance
+        scores = torch.where(ok, scores, torch.full_like(scores, float("-inf")))
+        none_ok = ~ok.any(1)
+        return torch.where(none_ok, dist.argmax(1), scores.argmax(1))
+    return scores.argmax(1)
 
 
 def contrastive_loss(anchor: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
