@@ -26,6 +26,8 @@ def build_pages() -> dict[str, list]:
                             url_path="train"))
     work.append(st.Page("pages/4_compare_runs.py", title="Compare runs", icon=":material/leaderboard:",
                         url_path="compare_runs"))
+    # Tune stays in read-only mode: it then only browses the stored studies
+    work.append(st.Page("pages/9_tune.py", title="Tune", icon=":material/manage_search:", url_path="tune"))
     files = sup.page_files()
     explore = [st.Page(str(files[key].relative_to(sup.REPO)), title=title, icon=icon, url_path=url)
                for key, title, icon, url in EXPLORE_PAGES if key in files]

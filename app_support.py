@@ -29,7 +29,7 @@ from cnsdiff_core.config import PRESETS, TrainConfig, parse_set_args, preset_con
 from cnsdiff_core.data import SHIFTS, DataError, list_datasets, load_dataset, validate_files
 from cnsdiff_core.jobs import ACTIVE, JobManager, job_progress_text  # noqa: F401 (pages use them as sup.*)
 from cnsdiff_core.runs import Run, RunInfo, RunStore, StoreError, default_root
-from cnsdiff_core.samplers import METHOD, REGISTRY, UNIFORM
+from cnsdiff_core.samplers import BASELINES, METHOD, REGISTRY, UNIFORM
 
 REPO = Path(__file__).resolve().parent
 _log = logging.getLogger("cnsdiff.app")
@@ -695,3 +695,61 @@ def page_files() -> dict[str, Path]:
              "fhn_hardness": "pages/7_fhn_hardness.py", "schedule_lab": "pages/8_schedule_lab.py"}
     return {k: REPO / v for k, v in names.items() if (REPO / v).is_file()}
 
+
+
+# --- tuning studies (cnsdiff_core.tune; the Tune page) ------------------------------------------------
+TUNE_SAMPLERS = (METHOD, *BASELINES)  # the method first: the app is about it
+
+
+def study_storages() -> list[str]:
+    """Storages the Tune page offers: the runs folder's SQLite file (where the page starts studies;
+    in read-only mode only when it exists) and journal files in the runs folder and results/studies."""
+    from cnsdiff_core.tune import DEFAULT_DB, default_storage_url
+
+    out = []
+    if (runs_root() / DEFAULT_DB).is_file() or not read_only():
+        out.append(default_storage_url(runs_root()))
+    for folder in (runs_root(), REPO / "results" / "studies"):
+        if folder.is_dir():
+            out += [f"journal:{p}" for p in sorted(folder.glob("*.journal"))]
+    return out
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def study_storage(url: str):
+    """An open Optuna storage, shared by every session (its engine / journal reader are thread-safe)."""
+    from cnsdiff_core.tune import open_storage
+
+    return open_storage(url)[0]
+
+
+def storage_exists(url: str) -> bool:
+    """False for a SQLite or journal file that is not there yet (opening it would create it)."""
+    from cnsdiff_core.tune import journal_path
+
+    path = journal_path(url) or (Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None)
+    return path is None or path.is_file()
+
+
+def storage_label(url: str) -> str:
+    from cnsdiff_core.tune import DEFAULT_DB, journal_path
+
+    path = journal_path(url)
+    if path is not None:
+        return f"journal · {path.name}"
+    return f"runs folder · {DEFAULT_DB}" if url.endswith(f"/{DEFAULT_DB}") else url
+
+
+def prefill_train_from_study(spec: dict, params: dict) -> None:
+    """'Use the best configuration': the Train form gets the study's preset, epochs, fixed
+    overrides and the best trial's parameters, the study's sampler, and the sidebar its dataset."""
+    from cnsdiff_core.tune import trial_overrides
+
+    for key in [k for k in st.session_state if str(k).startswith("cfg_")]:
+        del st.session_state[key]  # the Train page refills every field from the preset first
+    st.session_state["train_preset"] = spec.get("preset", "tuned")
+    st.session_state["train_samplers"] = [spec["sampler"]]
+    updates = {**spec.get("overrides", {}), "epochs": spec.get("epochs"),
+               **trial_overrides(spec["sampler"], params)}
+    prefill_train_form({k: v for k, v in updates.items() if v is not None})
+    select(dataset=spec.get("dataset"), shift=spec.get("shift"))

@@ -5,7 +5,9 @@
   runs, list  list stored runs
   import      register a user's file or folder under a name (data directory $CNSDIFF_DATA)
   datasets    list datasets and where they come from
+  tune        an Optuna study of one sampler's settings on one storage (any number of workers)
   experiment  every sampler x seeds on one dataset, one results table (docs/RESULTS.md)
+  fair-report the fair benchmark's table from its studies (scripts/fair_benchmark.sh)
   report      merge experiment CSVs into one table
   bench       seconds per epoch, evaluation time, memory, where the time goes
   precompute  the workshop bundle of runs and projections
@@ -194,20 +196,155 @@ def cmd_datasets(args) -> int:
     return 0
 
 
-def cmd_experiment(args) -> int:
-    from .experiment import run_experiment
+def _variants(items: list[str]) -> dict[str, dict]:
+    """--variant NAME:key=value,key=value -> {NAME: {key: value}}."""
+    out = {}
+    for item in items:
+        name, _, sets = item.partition(":")
+        if not name.strip() or not sets.strip():
+            raise ConfigError(f"--variant {item!r} is not NAME:key=value[,key=value]; e.g. tuned+kl:causal=kl.")
+        out[name.strip()] = parse_set_args([p for p in sets.split(",") if p.strip()])
+    return out
 
+
+def _best_overrides(storage: str, prefix: str, samplers: list[str], runs_dir) -> dict[str, dict]:
+    """Each sampler's best configuration in the studies PREFIX<sampler> of a storage."""
+    from .tune import best_overrides
+
+    return {s: best_overrides(storage, f"{prefix}{s}", s, runs_dir) for s in samplers if s != "mostpop"}
+
+
+def cmd_experiment(args) -> int:
+    import optuna
+
+    from .experiment import grid_table, open_grid, work_grid
+    from .tune import spawn_workers, wait_workers
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    presets = [p.strip() for p in args.preset.split(",") if p.strip()]
+    for p in presets:
+        if p not in PRESETS:
+            raise ConfigError(f"preset {p!r} is unknown; use one or several (comma-separated) of {', '.join(PRESETS)}.")
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers} is invalid: give 1 or more worker processes.")
     overrides = parse_set_args(args.set or [])
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    table = run_experiment(args.dataset, samplers, seeds=args.seeds, shift=args.shift, device=args.device,
-                           preset=args.preset, overrides=overrides, with_reference=not args.no_reference,
-                           runs_dir=args.runs_dir, log=print, with_mostpop=not args.no_mostpop)
+    best, label = None, None
+    if args.best_from:
+        best, label = _best_overrides(args.best_from, args.best_prefix or "", samplers, args.runs_dir), "optuna-best"
+    grid = open_grid(args.dataset, samplers, seeds=args.seeds, shift=args.shift, device=args.device, preset=presets,
+                     overrides=overrides, with_reference=not args.no_reference, runs_dir=args.runs_dir,
+                     storage=args.storage, study=args.study, variants=_variants(args.variant or []),
+                     sampler_overrides=best, label=label)
+    procs = []
+    if args.workers > 1 and grid.study is not None:
+        argv = _worker_args(sys.argv[2:] if args._argv is None else args._argv, (), ("--workers", "--out"))
+        procs = spawn_workers(["experiment", *argv, "--study", grid.study.study_name], args.workers - 1)
+    work_grid(grid, args.runs_dir, log=lambda line: print(line, flush=True))
+    codes = wait_workers(procs)
+    with_mostpop = not args.no_mostpop or "mostpop" in samplers
+    table = grid_table(grid, with_mostpop, log=lambda line: print(f"note: {line}", file=sys.stderr))
     print(table.markdown)
     if args.out:
         table.frame.to_csv(args.out, index=False)
         print(f"wrote {args.out}")
+    if any(codes):
+        print(f"error: {sum(1 for c in codes if c)} worker process(es) exited with an error (codes {codes}); "
+              "their messages are above.", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _worker_args(argv: list[str], drop_flags: tuple[str, ...], drop_valued: tuple[str, ...]) -> list[str]:
+    """The command line of a worker process: the parent's own arguments without the ones that are
+    the parent's alone (--workers N, --json, --out FILE)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in drop_flags or any(a.startswith(f + "=") for f in drop_valued):
+            continue
+        if a in drop_valued:
+            skip = True
+            continue
+        out.append(a)
+    return out + ["--workers", "1"]
+
+
+def cmd_tune(args) -> int:
+    import json
+
+    import optuna
+
+    from .tune import open_study, spawn_workers, wait_workers, work
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported in one sentence below
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers} is invalid: give 1 or more worker processes.")
+    overrides = parse_set_args(args.set or [])
+    opened = open_study(args.dataset, args.sampler, args.trials, storage=args.storage, study=args.study,
+                        epochs=args.epochs, preset=args.preset, shift=args.shift, seed=args.seed,
+                        device=args.device, overrides=overrides, runs_dir=args.runs_dir,
+                        heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
+                        warmup=args.warmup)
+    tag = f"[{opened.study.study_name}]"
+    log = lambda line: print(f"{tag} {line}", file=sys.stderr, flush=True)  # noqa: E731
+    log(f"storage {opened.label}; {args.trials} finished trials wanted; {args.workers} worker(s) here")
+    procs = []
+    if args.workers > 1:  # the same command in more processes: they share the study through its storage
+        argv = _worker_args(sys.argv[2:] if args._argv is None else args._argv, ("--json",), ("--workers",))
+        procs = spawn_workers(["tune", *argv, "--study", opened.study.study_name], args.workers - 1)
+    summary = work(opened, timeout=args.timeout, runs_dir=args.runs_dir, log=log)
+    codes = wait_workers(procs)
+    if procs:
+        from .tune import study_summary
+
+        summary = study_summary(opened.study, opened.label, {k: summary[k] for k in ("trials", "stopped", "gave_up")})
+        summary["worker_exit_codes"] = codes
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        best = summary["best_value"]
+        print(f"study {summary['study']} ({summary['storage']}): {summary['n_complete']} complete, "
+              f"{summary['n_pruned']} pruned, {summary['n_failed']} failed; "
+              + (f"best validation Recall@20 {best:.4f} (trial {summary['best_trial']}, run {summary['best_run_id']}) "
+                 f"with {json.dumps(summary['best_params'])}" if best is not None else "no complete trial yet"))
+    for f in summary["failures"]:
+        if f["error"] and f["error"] != "stopped by request":
+            print(f"note: trial {f['trial']} failed: {f['error']}", file=sys.stderr)
+    if summary["gave_up"]:
+        print(f"error: {summary['gave_up']}", file=sys.stderr)
+        return 2
+    if any(codes):
+        print(f"error: {sum(1 for c in codes if c)} worker process(es) exited with an error (codes {codes}); "
+              "their messages are above.", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_fair_report(args) -> int:
+    import os
+
+    import optuna
+
+    from .fair import fair_report
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    budgets = {d: args.trials for d in args.datasets.split(",") if d}
+    for item in args.budget or []:
+        ds, _, n = item.partition("=")
+        try:
+            budgets[ds.strip()] = int(n)
+        except ValueError:
+            raise ConfigError(f"--budget {item!r} is not DATASET=TRIALS; e.g. yelp2018=8.") from None
+    runs = args.runs_dir or os.environ.get("CNSDIFF_RUNS")
+    frame = fair_report(list(budgets), args.studies, [s for s in args.samplers.split(",") if s], budgets,
+                        args.out, args.markdown, runs_dir=runs, per_user_dir=args.per_user)
+    print(open(args.markdown).read())
+    print(f"wrote {args.out} and {args.markdown} ({len(frame)} rows)")
     return 0
 
 
@@ -286,13 +423,62 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=int, default=1)
     e.add_argument("--epochs", type=int)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    e.add_argument("--preset", default="tuned", choices=sorted(PRESETS))
+    e.add_argument("--preset", default="tuned", help="preset of every sampler; further comma-separated presets "
+                   f"add CNSDiff rows (e.g. tuned,paper); one or more of {', '.join(PRESETS)}")
     e.add_argument("--set", action="append", metavar="KEY=VALUE")
+    e.add_argument("--variant", action="append", metavar="NAME:KEY=VALUE,...",
+                   help="an extra CNSDiff row: the first preset with these overrides, labelled NAME (repeatable)")
+    e.add_argument("--best-from", metavar="STORAGE", help="train each sampler with the best parameters of its "
+                   "study BEST_PREFIX<sampler> in this storage (rows labelled optuna-best)")
+    e.add_argument("--best-prefix", default="", help="study name prefix for --best-from (e.g. fair-food-)")
     e.add_argument("--no-reference", action="store_true", help="skip the reference-code row")
     e.add_argument("--no-mostpop", action="store_true", help="skip the MostPop row")
+    e.add_argument("--storage", help="where the grid's study lives (as for tune; default: studies.db in the runs "
+                   "folder): the same command on more processes or machines with this storage shares the grid")
+    e.add_argument("--study", help="study name of the grid (default: derived from the dataset and every cell's settings)")
+    e.add_argument("--workers", type=int, default=1, help="worker processes started here (one thread each)")
     e.add_argument("--runs-dir")
     e.add_argument("--out", help="write the table as CSV")
     e.set_defaults(func=cmd_experiment)
+
+    tu = sub.add_parser("tune", help="tune one sampler's settings with Optuna (shared storage, any number of workers)",
+                        description="An Optuna study maximizing IID-validation Recall@20. --trials is the study's "
+                                    "total: start the same command on several processes or machines with one "
+                                    "--storage and they share the study.")
+    tu.add_argument("--dataset", required=True)
+    tu.add_argument("--sampler", required=True, choices=list(SAMPLERS))
+    tu.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials the study should hold")
+    tu.add_argument("--storage", help="sqlite:///PATH, postgresql://user:pw@host/db, or a journal file "
+                    "(journal:PATH or PATH.journal); default: studies.db in the runs folder")
+    tu.add_argument("--study", help="study name (default: from dataset, shift, sampler, preset, epochs and seed)")
+    tu.add_argument("--epochs", type=int, help="epoch budget of every trial (default: the preset's)")
+    tu.add_argument("--timeout", type=float, help="this worker stops starting trials after this many seconds")
+    tu.add_argument("--preset", default="tuned", choices=sorted(PRESETS), help="settings the search starts from")
+    tu.add_argument("--shift")
+    tu.add_argument("--seed", type=int, default=0, help="training seed of every trial and the TPE sampler's seed")
+    tu.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed override of every trial (repeatable)")
+    tu.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    tu.add_argument("--workers", type=int, default=1, help="worker processes started here (one thread each)")
+    tu.add_argument("--warmup", type=int, help="epochs before pruning may stop a trial (default: epochs/5, at least 2)")
+    tu.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between a running trial's heartbeats")
+    tu.add_argument("--grace-period", type=int, default=120,
+                    help="a running trial silent this long belongs to a dead worker and is failed")
+    tu.add_argument("--runs-dir")
+    tu.add_argument("--json", action="store_true", help="print one JSON object with the study's result")
+    tu.set_defaults(func=cmd_tune)
+
+    fr = sub.add_parser("fair-report", help="the fair benchmark's table (CSV + markdown) from its journals")
+    fr.add_argument("--datasets", required=True, help="comma-separated")
+    fr.add_argument("--samplers", default=",".join(SAMPLERS))
+    fr.add_argument("--studies", default="results/studies", help="folder of the <dataset>.journal files")
+    fr.add_argument("--trials", type=int, default=24, help="the tuning budget (it names the seeds study)")
+    fr.add_argument("--budget", action="append", metavar="DATASET=TRIALS", help="another budget for one dataset")
+    fr.add_argument("--runs-dir", help="run store of the seed runs (default $CNSDIFF_RUNS); per-user metrics "
+                    "are copied from it next to the studies")
+    fr.add_argument("--per-user", help="folder of the compact per-user copies (default STUDIES/../fair/per_user)")
+    fr.add_argument("--out", default="results/fair_benchmark.csv")
+    fr.add_argument("--markdown", default="results/fair_benchmark.md")
+    fr.set_defaults(func=cmd_fair_report)
 
     rp = sub.add_parser("report", help="merge experiment CSVs of one dataset into one table")
     rp.add_argument("csv", nargs="+")
@@ -322,16 +508,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = None if argv is None else list(argv)[1:]  # the command's own arguments (worker processes reuse them)
     if getattr(args, "help_settings", False):
         print("\n".join(help_text()))
         return 0
     from .data.dataset import DataError
     from .runs import StoreError
     from .train import TrainingError
+    from .tune import TuneError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, StoreError, TrainingError) as exc:
+    except (ConfigError, DataError, StoreError, TrainingError, TuneError) as exc:
         _close_progress_bars()
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """Background training jobs: a queue of runs trained in daemon threads, with progress a front end
 can poll (epoch, batch, ETA, loss and validation curves) and a stop request honoured after the
-current batch. The app's Train, Home and Compare pages use one JobManager per server process;
-nothing here imports Streamlit.
+current batch. The app's Train, Home, Compare and Tune pages use one JobManager per server process;
+a job either trains a list of configs, resumes a run, or works on a tuning study (cnsdiff_core.tune)
+until it holds its trial budget. Nothing here imports Streamlit.
 """
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ class Job:
     store_root: str
     tag: str = ""
     resume_id: str | None = None
+    study: dict | None = None  # keyword arguments of tune.run_study: this job works on a study
+    n_total: int = 0  # a study job: its trial budget
+    summary: dict = field(default_factory=dict)  # a study job: tune.study_summary at the end
     status: str = "queued"  # queued | running | finished | stopped | failed
     message: str = ""
     created: float = field(default_factory=time.time)
@@ -55,7 +59,7 @@ class Job:
 
     @property
     def n_runs(self) -> int:
-        return max(len(self.configs), 1)
+        return self.n_total or max(len(self.configs), 1)
 
     def fraction(self) -> float:
         if self.status not in ACTIVE:
@@ -81,7 +85,8 @@ class Job:
                     "samplers": [c.sampler for c in self.configs], "run_ids": list(self.run_ids),
                     "outcomes": [dict(o) for o in self.outcomes], "losses": list(self.losses),
                     "valid": list(self.valid), "stop_requested": self.stop_event.is_set(),
-                    "resume_id": self.resume_id}
+                    "resume_id": self.resume_id, "kind": "study" if self.study is not None else "train",
+                    "study": dict(self.study or {}), "summary": dict(self.summary)}
 
 
 class JobManager:
@@ -110,6 +115,20 @@ class JobManager:
         cfg = RunStore(root).load(run_id).config
         job = Job(uuid.uuid4().hex[:10], f"resume {run_id}", [cfg], root, tag="resume", resume_id=run_id)
         job.run_ids.append(run_id)
+        return self._start(job)
+
+    def submit_study(self, study: dict, title: str = "", store_root: str | Path | None = None) -> str:
+        """Work on a tuning study in the background (tune.run_study(**study)) until it holds
+        study['trials'] finished trials or stop() is asked (the trial in training then ends as a
+        failed trial and does not count; the study continues when started again). An active job on
+        the same study is reused."""
+        for job in self.jobs():
+            if job["kind"] == "study" and job["status"] in ACTIVE and job["study"].get("study") == study.get("study") \
+                    and job["study"].get("storage") == study.get("storage"):
+                return job["job_id"]
+        root = str(store_root or default_root().resolve())
+        job = Job(uuid.uuid4().hex[:10], title or f"study of {study.get('sampler')}", [], root, tag="tune",
+                  study=dict(study), n_total=int(study.get("trials", 1)))
         return self._start(job)
 
     def _start(self, job: Job) -> str:
@@ -159,6 +178,46 @@ class JobManager:
                                   "loss": rec.get("loss"), "valid_recall@20": rec.get("valid_recall@20"),
                                   "ood_recall@20": rec.get("ood_recall@20")})
 
+    def _run_study(self, job: Job) -> None:
+        from .tune import run_study
+
+        def on_event(event: dict) -> None:
+            if event["type"] == "trial":
+                with job.lock:
+                    job.current = min(int(event.get("finished", 0)), max(job.n_total - 1, 0))
+                    job.epoch, job.batch, job.eta_s = 0, 0, None
+                    job.run_ids.append(f"trial {event['number']}")
+            else:
+                self._on_event(job, job.current, job.study.get("sampler", "?"), event)
+
+        def log(line: str) -> None:
+            with job.lock:
+                job.outcomes.append({"run_id": "", "sampler": job.study.get("sampler", "?"), "status": "", "message": line})
+
+        try:
+            summary = run_study(**job.study, runs_dir=job.store_root, callbacks=[on_event],
+                                should_stop=job.stop_event.is_set, log=log)
+        except Exception as exc:  # shown to the user; a bug's traceback goes to the server log
+            if not isinstance(exc, (ValueError, RuntimeError)):
+                _log.exception("study job %s failed", job.job_id)
+            with job.lock:
+                job.ended, job.status = time.time(), "failed"
+                job.message = str(exc) if isinstance(exc, (ValueError, RuntimeError)) else f"{type(exc).__name__}: {exc}"
+            return
+        done = summary["n_complete"] + summary["n_pruned"]
+        with job.lock:
+            job.ended, job.summary = time.time(), summary
+            if summary["gave_up"]:
+                job.status, job.message = "failed", summary["gave_up"]
+            elif summary["stopped"] or job.stop_event.is_set():
+                job.status, job.message = "stopped", (f"stopped by request with {done} of {job.n_total} trials "
+                                                      "finished; start it again to continue")
+            else:
+                best = summary["best_value"]
+                job.status = "finished"
+                job.message = (f"{done} trials finished ({summary['n_pruned']} pruned, {summary['n_failed']} failed)"
+                               + (f"; best validation Recall@20 {best:.4f}" if best is not None else ""))
+
     def _run(self, job: Job) -> None:
         with self._slots:
             if job.stop_event.is_set():
@@ -167,6 +226,9 @@ class JobManager:
                 return
             with job.lock:
                 job.status = "running"
+            if job.study is not None:
+                self._run_study(job)
+                return
             store_ = RunStore(job.store_root)
             failures: list[str] = []
             data_cache: dict = {}
@@ -230,6 +292,9 @@ def job_progress_text(job: dict) -> str:
         return "queued: waiting for another training job to finish"
     if job["status"] != "running":
         return f"{job['status']}: {job['message']}"
+    if job.get("kind") == "study":
+        return (f"{job['current']} of {job['n_runs']} trials finished · trial in training: epoch {job['epoch']}/"
+                f"{job['epochs']} · batch {job['batch']}/{job['n_batches']}")
     which = job["samplers"][job["current"]] if job["samplers"] else "?"
     return (f"run {job['current'] + 1}/{job['n_runs']} ({which}) · epoch {job['epoch']}/{job['epochs']} "
             f"· batch {job['batch']}/{job['n_batches']} · ETA {format_eta(job['eta_s'])}")

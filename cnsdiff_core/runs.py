@@ -201,7 +201,7 @@ class RunStore:
         return Run(info)
 
     # --- writing -----------------------------------------------------------------------------------
-    def create(self, cfg: TrainConfig, data_info: dict | None = None) -> "RunWriter":
+    def create(self, cfg: TrainConfig, data_info: dict | None = None, meta: dict | None = None) -> "RunWriter":
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -222,7 +222,7 @@ class RunStore:
         else:
             raise StoreError(f"could not find a free run name in {self.root}; try again.")
         try:
-            return RunWriter(self.root / run_id, cfg, data_info or {})
+            return RunWriter(self.root / run_id, cfg, data_info or {}, meta=meta)
         except StoreError:  # nothing written yet (disk full, read-only): leave no empty folder behind
             shutil.rmtree(self.root / run_id, ignore_errors=True)
             raise
@@ -376,7 +376,7 @@ class RunWriter:
     """A trainer callback that writes everything the app shows, as the run goes."""
 
     def __init__(self, path: Path, cfg: TrainConfig, data_info: dict, resume: bool = False,
-                 resume_epochs: int | None = None) -> None:
+                 resume_epochs: int | None = None, meta: dict | None = None) -> None:
         self.path, self.cfg = Path(path), cfg
         self.run_id = self.path.name
         self.history: list[dict] = []
@@ -384,6 +384,8 @@ class RunWriter:
         self.created = time.time()
         self.status: dict[str, Any] = {"status": "running", "message": "", "created": self.created,
                                        "pid": os.getpid(), "device": "", "epochs_run": 0, "code": code_version()}
+        if meta:  # who asked for the run, e.g. {"tune": {"study": ..., "trial": ...}}
+            self.status.update(meta)
         if resume:
             old = Run(RunInfo(self.run_id, self.path, "running", "", cfg.to_dict(), {}, self.created))
             self.history = old.history().to_dict("records")
@@ -397,7 +399,7 @@ class RunWriter:
                         rows[:] = kept
                         write_csv(self.path / name, kept)
             self.status |= {k: v for k, v in json.loads((self.path / "status.json").read_text()).items()
-                            if k in ("created", "device", "code")}
+                            if k in ("created", "device", "code", "tune")}
             self.status["resumed_code"] = code_version()
             self.status["status"] = "running"
             self.status["pid"] = os.getpid()
@@ -459,10 +461,11 @@ class RunWriter:
 
 
 def train_and_store(cfg: TrainConfig, store: RunStore | None = None, callbacks: Iterable = (),
-                    should_stop: Callable[[], bool] | None = None, data=None,
-                    on_created: Callable[[str], None] | None = None):
+                    should_stop: Callable[[], bool | str] | None = None, data=None,
+                    on_created: Callable[[str], None] | None = None, meta: dict | None = None):
     """Load the data, train, and write the run. Returns (run_id, TrainResult).
 
+    meta: extra keys for status.json (a tuning trial records {"tune": {study, trial, ...}}).
     A failure (bad data, NaN loss) marks the run 'failed' with the message and re-raises."""
     from .data import load_dataset, shift_report
     from .train import Trainer
@@ -476,7 +479,7 @@ def train_and_store(cfg: TrainConfig, store: RunStore | None = None, callbacks: 
         info["shift_report"] = shift_report(data)
     except Exception as exc:  # the report is informative only; never lose a run over it
         info["shift_report"] = {"error": str(exc)}
-    writer = store.create(cfg, info)
+    writer = store.create(cfg, info, meta)
     if on_created:
         on_created(writer.run_id)
     try:

@@ -1,7 +1,8 @@
 """The trainer: LightGCN + one negative sampler, validation, selection, diagnostics, events.
 
 It prints nothing and writes nothing: it announces events to callbacks (the run store, the CLI's
-progress line, the app's background job) and asks `should_stop()` between batches.
+progress line, the app's background job) and asks `should_stop()` between batches (a truthy answer
+stops after that batch; a string answer is kept as the run's message, e.g. why a study pruned it).
 """
 from __future__ import annotations
 
@@ -283,8 +284,11 @@ class Trainer:
             history.append(rec)
             if self.callbacks:  # a full CPU copy of model + optimizer: only when someone stores it
                 self.emit({"type": "checkpoint", "epoch": epoch + 1, "state": self.state(epoch)})
-            if stopped or self.should_stop():
-                status, message = "stopped", f"stopped by request during epoch {epoch + 1}"
+            reason = self.should_stop()
+            if stopped or reason:
+                # should_stop may name why (a string), e.g. a study pruning the trial
+                status = "stopped"
+                message = reason if isinstance(reason, str) and reason else f"stopped by request during epoch {epoch + 1}"
                 break
             if cfg.patience and since_best >= cfg.patience:
                 status, message = "early-stopped", f"no validation improvement for {cfg.patience} evaluations"

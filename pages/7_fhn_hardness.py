@@ -144,7 +144,8 @@ ablation = load_causal_ablation()
 if not ablation.empty:
     st.subheader("Does the causal term help where the truth is known?")
     st.caption("CNSDiff `tuned` on synthetic worlds (the sample world's generator) at four confounding "
-               "strengths, with the causal term off, KL or env-variance; mean ± spread over "
+               "strengths, with the causal term off, KL or env-variance (default weight 0.1, and 10); "
+               "mean ± spread over "
                f"{int(ablation['seeds'].max())} seeds. Shipped with the app (results/causal_ablation.csv, "
                "made by `scripts/sweep.py causal`; docs/RESULTS.md has the table).")
     abl_metric = st.radio("Measure", ["ood_recall@20", "fhn_true", "premix_fhn_true", "valid_recall@20"],

@@ -190,7 +190,7 @@ def test_read_only_every_page_says_so_and_offers_no_training(bundle, monkeypatch
     with pytest.raises(ValueError):
         at.switch_page("pages/3_train.py")  # not even a page of the app
     pages = ["pages/1_home.py", "pages/2_data_and_shift.py", "pages/4_compare_runs.py", "pages/5_denoising.py",
-             "pages/6_negatives_map.py", "pages/7_fhn_hardness.py", "pages/8_schedule_lab.py"]
+             "pages/6_negatives_map.py", "pages/7_fhn_hardness.py", "pages/8_schedule_lab.py", "pages/9_tune.py"]
     for page in pages:
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
@@ -203,6 +203,8 @@ def test_read_only_every_page_says_so_and_offers_no_training(bundle, monkeypatch
             assert at.text_input(key="import_path").disabled and at.file_uploader(key="import_upload").disabled
         if page in ("pages/5_denoising.py", "pages/6_negatives_map.py"):
             assert at.get("plotly_chart"), page  # drawn from the bundle's stored maps
+        if page == "pages/9_tune.py":  # studies are browsed, never started
+            assert "tune_start" not in keys
         if page == "pages/8_schedule_lab.py":
             assert "lab_train" not in keys
             assert any("training is switched off" in c.value for c in at.caption)

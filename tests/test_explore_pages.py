@@ -279,7 +279,7 @@ def test_fhn_page_across_runs_with_ground_truth_and_confounding(store):
     at.radio(key="fhn_abl_metric").set_value("fhn_true").run()
     no_exception(at)
     abl = chart_spec(at, "fhn_ablation")
-    assert {t["name"] for t in abl["data"]} <= {"none", "kl", "env-variance"} and "error_y" in abl["data"][0]
+    assert {"none", "kl", "env-variance"} <= {t["name"] for t in abl["data"]} and "error_y" in abl["data"][0]
 
 
 # --- Noise schedule lab -----------------------------------------------------------------------------------------

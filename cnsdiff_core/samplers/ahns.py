@@ -36,3 +36,11 @@ class AdaptiveHardnessSampler(Sampler):
     @classmethod
     def epoch_flops(cls, cfg, batch, n_batches, device_type):
         return {"candidate scoring": 2 * batch * getattr(cfg, cls.field("candidates")) * cfg.dim * n_batches}
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {**super().search_space(trial),
+                cls.field("candidates"): trial.suggest_int(cls.field("candidates"), 4, 64, log=True),
+                cls.field("alpha"): trial.suggest_float(cls.field("alpha"), 0.1, 10.0, log=True),
+                cls.field("beta"): trial.suggest_float(cls.field("beta"), 0.01, 1.0, log=True),
+                cls.field("p"): trial.suggest_float(cls.field("p"), -3.0, 0.0)}

@@ -158,6 +158,14 @@ class Sampler:
     def load_state_dict(self, state: dict) -> None:
         pass
 
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """TrainConfig overrides for one tuning trial (`trial`: an Optuna trial, or anything with its
+        suggest_* methods). Shared by every sampler: the learning rate and the L2 weight, both on a
+        log scale; a sampler adds its own knobs on top (cnsdiff_core.tune runs the study)."""
+        return {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+                "l2": trial.suggest_float("l2", 1e-6, 1e-2, log=True)}
+
 
 def item_negative(ctx: BatchContext, items: torch.Tensor) -> NegativeBatch:
     return NegativeBatch(emb=ctx.items_e[items], items=items, reg_items=items)

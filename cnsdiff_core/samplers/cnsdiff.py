@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..diffusion import DenoiserTrainer, synthesize_candidates
+from ..settings import CAUSAL, LOSS_WEIGHTINGS, SCHEDULES
 from .base import BatchContext, NegativeBatch, Sampler, score_candidates
 
 if TYPE_CHECKING:
@@ -127,6 +128,32 @@ class CNSDiffSampler(Sampler):
     def load_state_dict(self, state: dict) -> None:
         if "denoiser" in state:
             self.denoiser.load_state_dict(state["denoiser"])
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """lr and L2, then the schedule (family, scale), the hardness steps s in {start, start +
+        stride, ..., T}, the reverse steps from s, the mixing ramp, the contrastive term and the
+        causal term (its weight only when there is one). Ranges assume the default T = 20."""
+        space = {**super().search_space(trial),
+                 "schedule": trial.suggest_categorical("schedule", list(SCHEDULES)),
+                 "noise_scale": trial.suggest_float("noise_scale", 0.05, 1.0, log=True),  # cosine breaks above 1
+                 "hard_start": trial.suggest_int("hard_start", 1, 10),
+                 "hard_stride": trial.suggest_int("hard_stride", 1, 8),
+                 "denoise_steps": trial.suggest_int("denoise_steps", 0, 8),
+                 "mix_a1": trial.suggest_float("mix_a1", 1.0, 9.0),  # the ramp ends at Beta(a1, 1)
+                 "mix_ramp_epochs": trial.suggest_int("mix_ramp_epochs", 0, 40, step=5),
+                 "loss_weighting": trial.suggest_categorical("loss_weighting", list(LOSS_WEIGHTINGS)),
+                 "cl_weight": trial.suggest_float("cl_weight", 0.0, 1.0),
+                 "cl_temperature": trial.suggest_float("cl_temperature", 0.1, 5.0, log=True),
+                 "causal": trial.suggest_categorical("causal", list(CAUSAL))}
+        # the two terms live on different scales: KL is O(1); the env-variance of per-t normalized
+        # losses is O(1e-4), so its weight needs a range that can make it matter (separate names
+        # keep each range its own distribution for the sampler)
+        if space["causal"] == "kl":
+            space["causal_weight"] = trial.suggest_float("kl_weight", 1e-3, 1.0, log=True)
+        elif space["causal"] == "env-variance":
+            space["causal_weight"] = trial.suggest_float("env_weight", 1e-2, 1e3, log=True)
+        return space
 
 
 def pick_hardest(cands: torch.Tensor, pos_e: torch.Tensor, user_e: torch.Tensor,

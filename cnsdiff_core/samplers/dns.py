@@ -25,3 +25,8 @@ class DynamicSampler(Sampler):
     @classmethod
     def epoch_flops(cls, cfg, batch, n_batches, device_type):
         return {"candidate scoring": 2 * batch * getattr(cfg, cls.field("candidates")) * cfg.dim * n_batches}
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {**super().search_space(trial),
+                cls.field("candidates"): trial.suggest_int(cls.field("candidates"), 2, 64, log=True)}

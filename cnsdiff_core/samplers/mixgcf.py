@@ -47,3 +47,10 @@ class MixGCFSampler(Sampler):
     def epoch_flops(cls, cfg, batch, n_batches, device_type):
         m = getattr(cfg, cls.field("candidates"))
         return {"candidate scoring": 2 * batch * m * cfg.dim * (cfg.layers + 1) * n_batches}
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        # hop mixing runs over the backbone's layers; `layers` is shared by every sampler, so it is
+        # not a MixGCF knob here (MixGCF has no hop setting of its own)
+        return {**super().search_space(trial),
+                cls.field("candidates"): trial.suggest_int(cls.field("candidates"), 8, 128, log=True)}

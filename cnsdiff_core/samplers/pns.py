@@ -15,3 +15,7 @@ class PopularitySampler(Sampler):
     def sample(self, ctx: BatchContext) -> NegativeBatch:
         items = ctx.pool.draw(ctx.users, 1, power=self.opts.power)[:, 0]
         return item_negative(ctx, items)
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {**super().search_space(trial), cls.field("power"): trial.suggest_float(cls.field("power"), 0.0, 1.0)}

@@ -1,0 +1,417 @@
+"""Tuning studies (cnsdiff_core.tune) and the experiment grid on the same engine: the command line
+contract, workers sharing one storage (SQLite, journal file, a real PostgreSQL server), a killed
+worker, pruning, failing trials, and every sampler's search space. Runs are tiny (sample world,
+demo preset, 2-6 epochs)."""
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from cnsdiff_core.config import SAMPLERS, ConfigError, preset_config
+from cnsdiff_core.runs import RunStore
+from cnsdiff_core.samplers import REGISTRY, make_sampler
+from cnsdiff_core.tune import (FINISHED, HeartbeatJournalStorage, TuneError, best_overrides, open_storage,
+                               run_study, trial_overrides)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT = ("study", "storage", "best_value", "best_params", "best_run_id", "n_complete", "n_pruned", "n_failed")
+
+
+def env_for(runs: Path) -> dict:
+    return {**os.environ, "CNSDIFF_RUNS": str(runs), "OMP_NUM_THREADS": "1"}
+
+
+def tune_args(storage: str | None, trials: int, sampler: str = "rns", epochs: int = 2, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "cnsdiff_core", "tune", "--dataset", "sample", "--sampler", sampler,
+            "--trials", str(trials), "--preset", "demo", "--epochs", str(epochs), "--device", "cpu",
+            "--set", "probe_triples=64", *extra]
+    return args + (["--storage", storage] if storage else [])
+
+
+def run_cli(args: list[str], runs: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    out = subprocess.run(args, cwd=ROOT, env=env_for(runs), capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def load(storage: str, name: str) -> optuna.Study:
+    store, _ = open_storage(storage)
+    return optuna.load_study(study_name=name, storage=store)
+
+
+def assert_every_trial_has_its_run(study: optuna.Study, runs: Path) -> None:
+    """No trial is lost: each one names a run folder, whose status records the study and trial."""
+    trials = study.get_trials(deepcopy=False)
+    ids = [t.user_attrs.get("run_id") for t in trials]
+    assert all(ids), [t.number for t in trials if not t.user_attrs.get("run_id")]
+    assert len(set(ids)) == len(ids)  # one run per trial
+    for t, run_id in zip(trials, ids):
+        status = json.loads((runs / run_id / "status.json").read_text())
+        assert status["tune"]["study"] == study.study_name and status["tune"]["trial"] == t.number
+    listed = {r.run_id for r in RunStore(runs).list_runs() if r.config.get("preset") == "trial"}
+    assert listed == set(ids)  # and no run without its trial
+
+
+# --- the command line --------------------------------------------------------------------------
+def test_tune_prints_one_json_object_with_the_contract_and_resumes(tmp_path):
+    runs = tmp_path / "runs"
+    out = run_cli(tune_args(None, 2, "rns", 2, "--json"), runs)
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    assert set(CONTRACT) <= set(summary)
+    assert summary["n_complete"] + summary["n_pruned"] == 2 and summary["n_failed"] == 0
+    assert summary["storage"] == f"sqlite:///{(runs / 'studies.db').resolve()}"  # the default: in the runs folder
+    assert (runs / "studies.db").is_file()
+    assert set(summary["best_params"]) == {"lr", "l2"}
+    assert 0 < summary["best_value"] <= 1
+    best = RunStore(runs).info(summary["best_run_id"])
+    assert best.status == "finished" and best.config["test_eval"] == "selected"  # tests scored once, not watched
+    assert best.final["valid_recall@20"] == pytest.approx(summary["best_value"])
+    assert best.config["lr"] == pytest.approx(summary["best_params"]["lr"])
+    study = load(summary["storage"], summary["study"])
+    assert_every_trial_has_its_run(study, runs)
+    # the same command again: the study already holds 2 finished trials, nothing new is trained
+    again = json.loads(run_cli(tune_args(None, 2, "rns", 2, "--json"), runs).stdout)
+    assert again["best_run_id"] == summary["best_run_id"] and again["n_complete"] + again["n_pruned"] == 2
+    assert len([r for r in RunStore(runs).list_runs()]) == 2
+    # a larger total continues the same study
+    more = json.loads(run_cli(tune_args(None, 3, "rns", 2, "--json"), runs).stdout)
+    assert more["study"] == summary["study"] and more["n_complete"] + more["n_pruned"] == 3
+
+
+def test_bad_settings_are_one_sentence(tmp_path):
+    runs = tmp_path / "runs"
+    for args, needle in [
+        (tune_args(None, 2) + ["--set", "lr=fast"], "lr='fast' is not a valid float"),
+        ([a if a != "sample" else "no-such-data" for a in tune_args(None, 2)], "no-such-data"),
+        (tune_args(str(tmp_path / "studies.txt"), 2), "neither a database URL"),
+        (tune_args("ftp://nowhere/x", 2), "cannot open the study storage ftp://nowhere/x"),
+        (tune_args(None, 0), "needs at least 1 trial"),
+        (tune_args(None, 2) + ["--preset", "reference"], "tunes on IID validation only"),
+    ]:
+        out = run_cli(args, runs, check=False)
+        assert out.returncode == 2, out.stderr
+        assert needle in out.stderr and "Traceback" not in out.stderr
+        assert out.stderr.strip().count("\n") == 0, out.stderr
+    # the same study name with other settings is refused, not mixed
+    run_cli(tune_args(None, 1, "rns", 2, "--study", "mine"), runs)
+    out = run_cli(tune_args(None, 1, "rns", 3, "--study", "mine"), runs, check=False)
+    assert out.returncode == 2 and "was created with epochs=2, not 3" in out.stderr
+
+
+# --- workers sharing one storage ----------------------------------------------------------------
+def _two_processes(storage: str, runs: Path, trials: int, name: str) -> None:
+    procs = [subprocess.Popen(tune_args(storage, trials, "rns", 2, "--study", name), cwd=ROOT, env=env_for(runs),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_worker_processes_finish_the_total_and_lose_no_trial(tmp_path, kind):
+    runs = tmp_path / "runs"
+    storage = f"sqlite:///{tmp_path / 'shared.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'shared.journal'}"
+    _two_processes(storage, runs, 5, "shared")
+    study = load(storage, "shared")
+    finished = study.get_trials(deepcopy=False, states=FINISHED)
+    assert 5 <= len(finished) <= 5 + (2 - 1)  # Optuna's documented overshoot: workers - 1
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL))
+    assert_every_trial_has_its_run(study, runs)
+    assert len({t.params["lr"] for t in study.trials}) == len(study.trials)  # workers did not draw the same trials
+    if kind == "journal":  # append-only text: one JSON operation per line, fit for git
+        lines = (tmp_path / "shared.journal").read_text().splitlines()
+        assert lines and all(json.loads(line)["op_code"] is not None for line in lines)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_killed_worker_leaves_a_failed_trial_and_the_study_completes(tmp_path, kind):
+    runs = tmp_path / "runs"
+    storage = f"sqlite:///{tmp_path / 'k.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'k.journal'}"
+    beat = ["--heartbeat-interval", "1", "--grace-period", "3", "--study", "killed"]
+    victim = subprocess.Popen(tune_args(storage, 2, "cnsdiff", 6, *beat), cwd=ROOT, env=env_for(runs),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not glob.glob(str(runs / "*" / "history.csv")):
+        assert victim.poll() is None, victim.stderr.read()[-2000:]
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)  # mid-trial: its first run has an epoch, not the last one
+    victim.wait()
+    killed_run = Path(glob.glob(str(runs / "*" / "history.csv"))[0]).parent.name
+    time.sleep(4)  # past the grace period: the victim's heartbeat has stopped
+    rescuer = run_cli(tune_args(storage, 2, "cnsdiff", 6, *beat, "--json"), runs)
+    summary = json.loads(rescuer.stdout)
+    assert summary["n_complete"] + summary["n_pruned"] == 2  # the study completed
+    assert summary["n_failed"] == 1 and summary["n_running"] == 0
+    study = load(storage, "killed")
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[0]
+    assert failed.number == 0 and failed.user_attrs["run_id"] == killed_run
+    assert RunStore(runs).info(killed_run).status == "interrupted"  # the run store knows its process is gone
+    assert_every_trial_has_its_run(study, runs)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------------
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server on a loopback port, stopped at teardown (as root: run as the
+    postgres user, which owns the data folder; PostgreSQL refuses to run as root)."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL binaries (initdb) on this machine; install Debian's postgresql package")
+    pytest.importorskip("psycopg2")
+    root = os.geteuid() == 0
+    as_pg = ["runuser", "-u", "postgres", "--"] if root else []
+    tmp = tempfile.mkdtemp(prefix="cnsdiff-pg-")
+    data, sock = os.path.join(tmp, "data"), os.path.join(tmp, "sock")
+    os.makedirs(sock)
+    if root:
+        shutil.chown(tmp, "postgres")
+        shutil.chown(sock, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", data, "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True, timeout=120)
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
+    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", data, "-o", opts, "-l", os.path.join(tmp, "log"), "-w",
+                    "start"], check=True, capture_output=True, timeout=120)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_two_workers_on_a_real_postgresql_server(tmp_path, postgres_url):
+    runs = tmp_path / "runs"
+    out = run_cli(tune_args(postgres_url, 4, "rns", 2, "--workers", "2", "--study", "pg", "--json"), runs)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["storage"] == postgres_url and summary["worker_exit_codes"] == [0]
+    assert 4 <= summary["n_complete"] + summary["n_pruned"] <= 5 and summary["n_failed"] == 0
+    study = load(postgres_url, "pg")
+    assert_every_trial_has_its_run(study, runs)
+    pids = {json.loads((runs / t.user_attrs["run_id"] / "status.json").read_text())["pid"] for t in study.trials}
+    assert len(pids) == 2  # both processes trained trials of the one study
+
+
+def test_an_unreachable_server_is_one_sentence(tmp_path):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = run_cli(tune_args(f"postgresql://postgres@127.0.0.1:{port}/x", 1), tmp_path / "runs", check=False)
+    assert out.returncode == 2 and "cannot open the study storage" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- pruning, failures, search spaces (in process) --------------------------------------------------
+def test_a_trial_below_the_threshold_is_pruned_through_the_stop_hook(tmp_path):
+    runs = tmp_path / "runs"
+    storage = f"sqlite:///{tmp_path / 'p.db'}"
+    # validation Recall@20 is below 1.0 at every epoch: at epoch 2 (the end of the warm-up) this pruner must stop it
+    pruner = optuna.pruners.ThresholdPruner(lower=1.0, n_warmup_steps=2)
+    summary = run_study("sample", "rns", 2, storage=storage, study="prune", epochs=6, preset="demo", device="cpu",
+                        runs_dir=runs, pruner=pruner, overrides={"probe_triples": 64})
+    assert summary["n_pruned"] == 2 and summary["n_complete"] == 0 and summary["best_value"] is None
+    study = load(storage, "prune")
+    for t in study.trials:
+        assert t.state == TrialState.PRUNED and sorted(t.intermediate_values) == [1, 2]
+        info = RunStore(runs).info(t.user_attrs["run_id"])
+        assert info.status == "stopped" and "pruned by study prune" in info.message
+        assert info.final["epochs_run"] == 2 < 6  # stopped by the trainer's stop hook, not trained out
+
+
+def test_failing_trials_are_reported_in_one_sentence_and_the_worker_gives_up(tmp_path, monkeypatch):
+    monkeypatch.setattr(REGISTRY["rns"], "search_space", classmethod(lambda cls, trial: {
+        "lr": trial.suggest_float("lr", -2.0, -1.0)}))  # a broken search space: lr < 0
+    summary = run_study("sample", "rns", 5, storage=f"sqlite:///{tmp_path / 'f.db'}", study="bad", epochs=2,
+                        preset="demo", device="cpu", runs_dir=tmp_path / "runs")
+    assert summary["n_failed"] == 3 and summary["n_complete"] == 0  # three in a row, then it stops
+    assert "3 trials in a row failed" in summary["gave_up"]
+    for f in summary["failures"]:
+        assert f["error"].startswith("the search space gave an invalid configuration: lr=")
+        assert "it must be a positive number." in f["error"]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_search_space_gives_valid_configurations(sampler):
+    shared = {"lr", "l2"}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(40):
+        trial = study.ask()
+        space = REGISTRY[sampler].search_space(trial)
+        assert shared <= set(space)
+        cfg = preset_config("tuned", sampler=sampler, **space)  # validates
+        make_sampler(sampler, cfg, __import__("torch").device("cpu"))  # e.g. the noise schedule is buildable
+        assert 1e-4 <= cfg.lr <= 1e-2
+        # the best configuration is read back from the stored parameters through the same space
+        assert trial_overrides(sampler, trial.params) == space
+        study.tell(trial, 0.0)
+    own = set(space) - shared
+    assert own or sampler == "rns"
+    fixed = REGISTRY[sampler].search_space(optuna.trial.FixedTrial(dict(trial.params)))
+    assert fixed == space
+
+
+def test_cnsdiff_searches_every_knob_the_issue_names():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen: set[str] = set()
+    for _ in range(30):
+        seen |= set(REGISTRY["cnsdiff"].search_space(study.ask()))
+    assert {"schedule", "noise_scale", "hard_start", "hard_stride", "denoise_steps", "cl_weight", "cl_temperature",
+            "causal", "causal_weight", "lr", "l2", "mix_ramp_epochs", "loss_weighting"} <= seen
+
+
+def test_the_causal_weight_range_follows_the_causal_kind():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    weights = {"kl": [], "env-variance": []}
+    for _ in range(200):
+        space = REGISTRY["cnsdiff"].search_space(study.ask())
+        if space["causal"] in weights:
+            weights[space["causal"]].append(space["causal_weight"])
+        else:
+            assert "causal_weight" not in space
+    assert max(weights["kl"]) <= 1.0 and max(weights["env-variance"]) > 10  # env-variance needs large weights
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_the_journal_heartbeat_marks_a_silent_trial_stale(tmp_path):
+    storage = HeartbeatJournalStorage(str(tmp_path / "h.journal"), heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage, study_name="h", direction="maximize")
+    live, silent = study.ask(), study.ask()
+    storage.record_heartbeat(silent._trial_id)
+    time.sleep(2.5)
+    storage.record_heartbeat(live._trial_id)
+    assert storage._get_stale_trial_ids(study._study_id) == [silent._trial_id]
+    optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {live.number: TrialState.RUNNING, silent.number: TrialState.FAIL}
+
+
+def test_best_overrides_reads_a_study_back(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'b.db'}"
+    summary = run_study("sample", "dns", 2, storage=storage, study="b", epochs=2, preset="demo", device="cpu",
+                        runs_dir=tmp_path / "runs", overrides={"probe_triples": 64})
+    best = best_overrides(storage, "b", "dns")
+    assert best == {k: summary["best_params"][k] for k in ("lr", "l2", "dns_candidates")}
+    with pytest.raises(TuneError, match="tuned dns, not rns"):
+        best_overrides(storage, "b", "rns")
+    with pytest.raises(TuneError, match="there is no study 'nope'"):
+        best_overrides(storage, "nope", "dns")
+
+
+# --- the experiment grid on the same engine --------------------------------------------------------
+GRID = ["experiment", "--dataset", "sample", "--samplers", "mostpop,rns,pns", "--preset", "demo", "--seeds", "2",
+        "--epochs", "2", "--device", "cpu", "--no-reference", "--set", "probe_triples=64", "--set", "test_eval=selected"]
+
+
+def test_the_grid_is_shared_by_worker_processes_and_keeps_its_table(tmp_path):
+    runs = tmp_path / "runs"
+    storage = f"journal:{tmp_path / 'grid.journal'}"
+    out = run_cli([sys.executable, "-m", "cnsdiff_core", *GRID, "--workers", "2", "--storage", storage,
+                   "--out", str(tmp_path / "t.csv")], runs)
+    stored = [r for r in RunStore(runs).list_runs()]
+    assert len(stored) == 4  # 2 samplers x 2 seeds, each cell trained exactly once by the two workers
+    cells = {(r.config["sampler"], r.config["seed"]) for r in stored}
+    assert cells == {("rns", 0), ("rns", 1), ("pns", 0), ("pns", 1)}
+    assert len({json.loads((r.path / "status.json").read_text())["pid"] for r in stored}) == 2
+    header = "| sampler | preset | seeds | valid R@20 | IID R@20 | IID N@20 | OOD R@20 | OOD N@20 | OOD R@10 |"
+    assert header in out.stdout and "| mostpop | - | 1 |" in out.stdout and "| rns | demo | 2 |" in out.stdout
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "t.csv")
+    assert list(frame["sampler"]) == ["mostpop", "rns", "rns", "pns", "pns"]
+    assert set(frame["run_id"].dropna()) == {r.run_id for r in stored}
+    # again: nothing is trained, the same table comes back from the study
+    again = run_cli([sys.executable, "-m", "cnsdiff_core", *GRID, "--storage", storage], runs)
+    assert len(RunStore(runs).list_runs()) == 4
+    assert again.stdout.split("### ")[1] == out.stdout.split("### ")[1].split("wrote")[0]
+
+
+def test_a_stopped_grid_cell_is_trained_again_on_the_next_run(tmp_path):
+    from cnsdiff_core.experiment import run_experiment
+
+    runs = tmp_path / "runs"
+    small = {"epochs": 3, "probe_triples": 64, "test_eval": "selected"}
+    started = []
+
+    def stop_after_first_run() -> bool:
+        started[:] = [r for r in RunStore(runs).list_runs()]
+        return bool(started)
+
+    first = run_experiment("sample", ["rns"], seeds=2, device="cpu", preset="demo", overrides=small,
+                           with_reference=False, runs_dir=str(runs), with_mostpop=False, should_stop=stop_after_first_run)
+    assert first.frame.empty  # the only cell it began was stopped: no row, the run is kept as 'stopped'
+    assert [r.status for r in RunStore(runs).list_runs()] == ["stopped"]
+    second = run_experiment("sample", ["rns"], seeds=2, device="cpu", preset="demo", overrides=small,
+                            with_reference=False, runs_dir=str(runs), with_mostpop=False)
+    assert sorted(second.frame["seed"]) == [0, 1] and (second.frame["epochs_run"] == 3).all()
+    assert sorted(r.status for r in RunStore(runs).list_runs()) == ["finished", "finished", "stopped"]
+
+
+def test_a_bad_grid_setting_is_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="lr='x'"):
+        from cnsdiff_core.experiment import run_experiment
+
+        run_experiment("sample", ["rns"], overrides={"lr": "x"}, runs_dir=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists() or not RunStore(tmp_path / "runs").list_runs()
+
+
+# --- the fair benchmark's report ---------------------------------------------------------------------
+def test_fair_report_tables_the_searches_the_seeds_and_paired_tests(tmp_path):
+    import pandas as pd
+
+    from cnsdiff_core.experiment import run_experiment
+    from cnsdiff_core.fair import fair_report, seeds_study_name, tune_study_name
+
+    runs, studies = tmp_path / "runs", tmp_path / "results" / "studies"
+    journal = f"journal:{studies / 'sample.journal'}"
+    small = {"probe_triples": 64}
+    for s in ("rns", "pns"):
+        run_study("sample", s, 2, storage=journal, study=tune_study_name("sample", s), epochs=2, preset="demo",
+                  device="cpu", runs_dir=runs, overrides=small)
+    best = {s: best_overrides(journal, tune_study_name("sample", s), s) for s in ("rns", "pns")}
+    table = run_experiment("sample", ["rns", "pns"], seeds=2, device="cpu", preset="demo",
+                           overrides={**small, "epochs": 2, "test_eval": "selected"}, with_reference=False,
+                           runs_dir=str(runs), with_mostpop=False, storage=journal,
+                           study=seeds_study_name("sample", 2), sampler_overrides=best, label="optuna-best")
+    assert set(table.frame["preset"]) == {"optuna-best"}
+    assert table.frame.set_index(["sampler", "seed"]).loc[("pns", 0), "run_id"]
+    rns_lr = RunStore(runs).info(table.frame[table.frame.sampler == "rns"]["run_id"].iloc[0]).config["lr"]
+    assert rns_lr == pytest.approx(best["rns"]["lr"])  # the seeds train the study's best configuration
+    out_csv, out_md = tmp_path / "results" / "fair.csv", tmp_path / "results" / "fair.md"
+    frame = fair_report(["sample"], studies, ["rns", "pns"], {"sample": 2}, out_csv, out_md, runs_dir=runs)
+    rows = frame.set_index("sampler")
+    means = table.summary.set_index("sampler")["ood_recall@20"]
+    base = means.idxmax()  # the best baseline is the one with the higher OOD Recall@20
+    other = "pns" if base == "rns" else "rns"
+    assert (rows["best_baseline"] == base).all() and rows.loc[other, "ood_recall@20"] == pytest.approx(means[other])
+    assert rows.loc[other, "rel_ood_recall@20"] == pytest.approx(means[other] / means[base] - 1)
+    assert 0 <= rows.loc[other, "wilcoxon_p"] <= 1 and rows.loc[other, "paired_users"] > 100
+    assert pd.isna(rows.loc[base].get("wilcoxon_p")) and (rows["seeds"] == 2).all()
+    assert (rows["n_complete"] + rows["n_pruned"] == 2).all() and (rows["tuning_hours"] > 0).all()
+    assert f"| {other} | 2 | " in out_md.read_text() and "best baseline" in out_md.read_text()
+    # a fresh clone has the journal and the per-user copies, not the runs: the same table
+    shutil.rmtree(runs)
+    again = fair_report(["sample"], studies, ["rns", "pns"], {"sample": 2}, out_csv, out_md)
+    assert again.set_index("sampler").loc[other, "wilcoxon_p"] == pytest.approx(rows.loc[other, "wilcoxon_p"])
