@@ -50,30 +50,23 @@ def bench_one(data, sampler: str, preset: str, epochs: int, device: str, threads
     extra = {} if threads is None else {"cpu_threads": threads}
     cfg = preset_config(preset, sampler=sampler, dataset=data.name, epochs=max(epochs, 1), patience=0,
                         device=device, **extra)
-    trainer = Trainer(cfg, data)
-    trainer.setup()
-    trainer.profile = True
+    trainer = Trainer(cfg, data, profile=True).setup()
     dev = trainer.device
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    trainer._train_epoch(0, time.perf_counter())  # warm-up epoch (allocator, kernels) not counted
+    trainer.train_epoch(0)  # warm-up epoch (allocator, kernels) not counted
     trainer.phase_seconds.clear()
     t = time.perf_counter()
     for e in range(1, epochs + 1):
-        trainer._train_epoch(e, time.perf_counter())
+        trainer.train_epoch(e)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     per_epoch = (time.perf_counter() - t) / epochs
-    trainer.model.eval()
-    with torch.no_grad():
-        te = time.perf_counter()
-        ue, ie = trainer.model.propagate()
-        trainer._evaluate(data.test_iid, ue, ie)
-        trainer._evaluate(data.test_ood, ue, ie)
-        trainer._evaluate(data.valid, ue, ie)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        eval_s = time.perf_counter() - te
+    te = time.perf_counter()
+    trainer.evaluate("iid", "ood", "valid")
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    eval_s = time.perf_counter() - te
     mem = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
     phases = {k: v / epochs for k, v in trainer.phase_seconds.items()}
     flops = epoch_flops(cfg, len(data.train), data.n_users, data.n_items, dev.type)
@@ -128,18 +121,14 @@ def scale_one(n_users: int, n_items: int, per_user: int, sampler: str, device: s
     gen_s = time.perf_counter() - t
     cfg = preset_config("tuned", sampler=sampler, dataset="synthetic", epochs=2, patience=0, device=device,
                         eval_batch_users=256)
-    trainer = Trainer(cfg, data)
-    trainer.setup()
-    trainer._train_epoch(0, time.perf_counter())
+    trainer = Trainer(cfg, data).setup()
+    trainer.train_epoch(0)
     t = time.perf_counter()
-    trainer._train_epoch(1, time.perf_counter())
+    trainer.train_epoch(1)
     epoch_s = time.perf_counter() - t
-    trainer.model.eval()
-    with torch.no_grad():
-        t = time.perf_counter()
-        ue, ie = trainer.model.propagate()
-        trainer._evaluate(data.test_ood, ue, ie)
-        eval_s = time.perf_counter() - t
+    t = time.perf_counter()
+    trainer.evaluate("ood")
+    eval_s = time.perf_counter() - t
     return {"users": data.n_users, "items": data.n_items, "train": len(data.train), "sampler": sampler,
             "generate_s": gen_s, "s_per_epoch": epoch_s, "eval_ood_s": eval_s, "peak_rss_mb": peak_rss_mb()}
 

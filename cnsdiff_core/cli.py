@@ -31,28 +31,29 @@ class _Progress:
     def __init__(self, prefix: str) -> None:
         self.prefix, self.bar = prefix, None
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event) -> None:
         from tqdm import tqdm
 
-        kind = event["type"]
-        if kind == "start":
-            tqdm.write(f"{self.prefix} device: {event['device']}, {event['n_train']} training interactions",
+        from .events import BatchDone, EpochDone, Finished, Started
+
+        if isinstance(event, Started):
+            tqdm.write(f"{self.prefix} device: {event.device}, {event.n_train} training interactions",
                        file=sys.stderr)
-        elif kind == "batch":
-            total = event["n_batches"] * self._epochs
+        elif isinstance(event, BatchDone):
+            total = event.n_batches * self._epochs
             if self.bar is None:
                 self.bar = tqdm(total=total, desc=self.prefix, unit="batch", file=sys.stderr,
                                 dynamic_ncols=True, leave=False)
-            done = event["epoch"] * event["n_batches"] + event["batch"]
+            done = event.epoch * event.n_batches + event.batch
             self.bar.update(max(done - self.bar.n, 0))
-            self.bar.set_postfix(epoch=event["epoch"] + 1, loss=f"{event['loss']:.4f}")
-        elif kind == "epoch":
-            r = event["record"]
+            self.bar.set_postfix(epoch=event.epoch + 1, loss=f"{event.loss:.4f}")
+        elif isinstance(event, EpochDone):
+            r = event.record
             tqdm.write(f"{self.prefix} epoch {r['epoch']}: loss {r.get('loss', float('nan')):.4f} "
                        f"valid R@20 {r.get('valid_recall@20', float('nan')):.4f} "
                        f"OOD R@20 {r.get('ood_recall@20', float('nan')):.4f} ({r['train_seconds']:.2f}s)",
                        file=sys.stderr)
-        elif kind == "end" and self.bar is not None:
+        elif isinstance(event, Finished) and self.bar is not None:
             self.bar.close()
 
     _epochs = 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import TrainConfig
+from .events import BatchDone, EpochDone, Event, Started, TrialStarted
 from .data import load_dataset
 from .runs import RunStore, default_root, resume_run, train_and_store
 
@@ -159,21 +160,19 @@ class JobManager:
             job.stop_event.set()
 
     # --- the thread -------------------------------------------------------------------------------
-    def _on_event(self, job: Job, idx: int, sampler: str, event: dict) -> None:
-        kind = event["type"]
+    def _on_event(self, job: Job, idx: int, sampler: str, event: Event) -> None:
         with job.lock:
-            if kind == "start":
-                job.device, job.epochs = event["device"], int(event["epochs"])
-                job.epoch, job.batch, job.eta_s, job.run_started = int(event.get("start_epoch", 0)), 0, None, time.time()
-            elif kind == "batch":
-                job.epoch, job.batch, job.n_batches = event["epoch"] + 1, event["batch"], event["n_batches"]
-                job.eta_s = float(event["eta_s"])
-                job.losses.append({"run": idx, "sampler": sampler, "x": event["epoch"] + event["batch"] / event["n_batches"],
-                                   "loss": float(event["loss"])})
+            if isinstance(event, Started):
+                job.device, job.epochs = event.device, event.epochs
+                job.epoch, job.batch, job.eta_s, job.run_started = event.start_epoch, 0, None, time.time()
+            elif isinstance(event, BatchDone):
+                job.epoch, job.batch, job.n_batches = event.epoch + 1, event.batch, event.n_batches
+                job.eta_s = float(event.eta_s)
+                job.losses.append({"run": idx, "sampler": sampler, "x": event.progress, "loss": float(event.loss)})
                 if len(job.losses) > MAX_POINTS:
                     job.losses = job.losses[::2]
-            elif kind == "epoch":
-                rec = event["record"]
+            elif isinstance(event, EpochDone):
+                rec = event.record
                 job.valid.append({"run": idx, "sampler": sampler, "epoch": int(rec["epoch"]),
                                   "loss": rec.get("loss"), "valid_recall@20": rec.get("valid_recall@20"),
                                   "ood_recall@20": rec.get("ood_recall@20")})
@@ -181,12 +180,12 @@ class JobManager:
     def _run_study(self, job: Job) -> None:
         from .tune import run_study
 
-        def on_event(event: dict) -> None:
-            if event["type"] == "trial":
+        def on_event(event: Event) -> None:
+            if isinstance(event, TrialStarted):
                 with job.lock:
-                    job.current = min(int(event.get("finished", 0)), max(job.n_total - 1, 0))
+                    job.current = min(event.finished, max(job.n_total - 1, 0))
                     job.epoch, job.batch, job.eta_s = 0, 0, None
-                    job.run_ids.append(f"trial {event['number']}")
+                    job.run_ids.append(f"trial {event.number}")
             else:
                 self._on_event(job, job.current, job.study.get("sampler", "?"), event)
 

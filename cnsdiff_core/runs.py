@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from .config import ConfigError, TrainConfig
+from .events import BestSelected, Checkpoint, EpochDone, Event, Finished, Snapshot, Started
 
 RUNS_ENV = "CNSDIFF_RUNS"
 
@@ -412,29 +413,27 @@ class RunWriter:
         self.status["updated"] = time.time()
         write_json(self.path / "status.json", self.status)
 
-    def __call__(self, event: dict) -> None:
-        kind = event["type"]
-        if kind == "start":
-            self.status["device"] = event["device"]
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Started):
+            self.status["device"] = event.device
             self._write_status()
-        elif kind == "epoch":
-            self.history.append(event["record"])
-            self.diag.extend(event["diagnostics"])
+        elif isinstance(event, EpochDone):
+            self.history.append(event.record)
+            self.diag.extend(event.diagnostics)
             write_csv(self.path / "history.csv", self.history)
             write_csv(self.path / "diagnostics.csv", self.diag)
-            self.status["epochs_run"] = event["record"]["epoch"]
+            self.status["epochs_run"] = event.record["epoch"]
             self._write_status()
-        elif kind == "best":
-            write_torch(self.path / "model.pt", {"model": event["state"]["model"],
-                                                 "sampler": event["state"]["sampler"],
-                                                 "epoch": event["epoch"]})
-        elif kind == "checkpoint":
-            write_torch(self.path / "checkpoint.pt", event["state"])
-        elif kind == "snapshot":
-            flat = {f"{group}/{name}": np.asarray(arr) for group, d in event["raw"].items() for name, arr in d.items()}
-            write_npz(self.path / f"negatives_{event['epoch']}.npz", flat)
-        elif kind == "end":
-            res = event["result"]
+        elif isinstance(event, BestSelected):
+            write_torch(self.path / "model.pt", {"model": event.state["model"], "sampler": event.state["sampler"],
+                                                 "epoch": event.epoch})
+        elif isinstance(event, Checkpoint):
+            write_torch(self.path / "checkpoint.pt", event.state)
+        elif isinstance(event, Snapshot):
+            flat = {f"{group}/{name}": np.asarray(arr) for group, d in event.raw.items() for name, arr in d.items()}
+            write_npz(self.path / f"negatives_{event.epoch}.npz", flat)
+        elif isinstance(event, Finished):
+            res = event.result
             write_json(self.path / "final.json", {"best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
                                                   "seconds": res.seconds, **res.metrics})
             if res.user_emb is not None:

@@ -41,6 +41,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from .config import SAMPLERS, ConfigError, TrainConfig, preset_config
+from .events import Callback, EpochDone, TrialStarted
 from .runs import RunStore, StoreError, default_root
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -327,7 +328,7 @@ class TrialObjective:
     """One trial = one run in the run store, pruned on its validation curve."""
 
     def __init__(self, base: TrainConfig, data, store: RunStore, storage_label: str,
-                 callbacks: Iterable[Callable[[dict], None]] = (), should_stop: Callable[[], bool] | None = None,
+                 callbacks: Iterable[Callback] = (), should_stop: Callable[[], bool] | None = None,
                  log: Callable[[str], None] = lambda s: None) -> None:
         from .samplers import REGISTRY
 
@@ -345,7 +346,7 @@ class TrialObjective:
         name = trial.study.study_name
         finished = n_finished(trial.study)
         for cb in self.callbacks:
-            cb({"type": "trial", "number": trial.number, "study": name, "finished": finished})
+            cb(TrialStarted(trial.number, name, finished))
         try:
             cfg = self.base.with_updates(**self.space(trial), preset="trial")
         except ConfigError as exc:
@@ -353,10 +354,10 @@ class TrialObjective:
             raise
         pruned: dict[str, int] = {}
 
-        def on_event(event: dict) -> None:
-            if event["type"] != "epoch":
+        def on_event(event) -> None:
+            if not isinstance(event, EpochDone):
                 return
-            rec = event["record"]
+            rec = event.record
             value = rec.get(OBJECTIVE)
             if value is None or not math.isfinite(float(value)):
                 return
@@ -450,7 +451,7 @@ def open_study(dataset: str, sampler: str, trials: int, storage: str | None = No
 
 
 def work(opened: OpenStudy, timeout: float | None = None, runs_dir: str | Path | None = None,
-         callbacks: Iterable[Callable[[dict], None]] = (), should_stop: Callable[[], bool] | None = None,
+         callbacks: Iterable[Callback] = (), should_stop: Callable[[], bool] | None = None,
          log: Callable[[str], None] = lambda s: None) -> dict:
     """One worker: trials until the study holds `trials` finished ones (or `timeout` s pass, or
     should_stop()). Returns study_summary()."""
@@ -492,7 +493,7 @@ def run_study(dataset: str, sampler: str, trials: int, storage: str | None = Non
               shift: str | None = None, seed: int = 0, device: str = "auto", overrides: dict | None = None,
               runs_dir: str | Path | None = None, heartbeat_interval: int = HEARTBEAT_S,
               grace_period: int = GRACE_S, warmup: int | None = None, pruner=None,
-              enqueue: dict | None = None, callbacks: Iterable[Callable[[dict], None]] = (),
+              enqueue: dict | None = None, callbacks: Iterable[Callback] = (),
               should_stop: Callable[[], bool] | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
     """open_study + work: one worker of a study, as `python -m cnsdiff_core tune` runs it.
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cnsdiff_core.events import EpochDone
 from cnsdiff_core.config import preset_config
 from cnsdiff_core.runs import RunStore, StoreError, resume_run, train_and_store
 
@@ -90,7 +91,7 @@ def test_a_killed_run_is_interrupted_and_resumes_to_completion(tmp_path, capsys)
     calls = {"n": 0}
 
     def stop_after_one_epoch(event):
-        calls["n"] += event["type"] == "epoch"
+        calls["n"] += isinstance(event, EpochDone)
 
     _, res = resume_run(info.run_id, store, [stop_after_one_epoch], should_stop=lambda: calls["n"] >= 1)
     assert res.status == "stopped"
@@ -270,7 +271,7 @@ def test_any_exception_marks_the_run_failed_and_is_raised(tmp_path):
     created = []
 
     def explode(event):
-        if event["type"] == "epoch":
+        if isinstance(event, EpochDone):
             raise Boom("a bug in a callback")
 
     with pytest.raises(Boom):
@@ -294,7 +295,7 @@ def test_any_exception_during_resume_marks_the_run_failed(good_run, tmp_path):
     assert store.info(run.name).status == "interrupted"
 
     def explode(event):
-        if event["type"] == "epoch":
+        if isinstance(event, EpochDone):
             raise KeyError("lost")
 
     with pytest.raises(KeyError):
