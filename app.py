@@ -18,18 +18,18 @@ EXPLORE_PAGES = [("denoising", "Denoising", ":material/blur_on:", "denoising"),
 
 
 def build_pages() -> dict[str, list]:
-    work = [st.Page("pages/1_home.py", title="Home", icon=":material/home:", default=True, url_path="home"),
-            st.Page("pages/2_data_and_shift.py", title="Data & shift", icon=":material/dataset:",
+    work = [st.Page(sup.REPO / "pages/1_home.py", title="Home", icon=":material/home:", default=True, url_path="home"),
+            st.Page(sup.REPO / "pages/2_data_and_shift.py", title="Data & shift", icon=":material/dataset:",
                     url_path="data_and_shift")]
     if not sup.read_only():
-        work.append(st.Page("pages/3_train.py", title="Train", icon=":material/model_training:",
+        work.append(st.Page(sup.REPO / "pages/3_train.py", title="Train", icon=":material/model_training:",
                             url_path="train"))
-    work.append(st.Page("pages/4_compare_runs.py", title="Compare runs", icon=":material/leaderboard:",
+    work.append(st.Page(sup.REPO / "pages/4_compare_runs.py", title="Compare runs", icon=":material/leaderboard:",
                         url_path="compare_runs"))
     # Tune stays in read-only mode: it then only browses the stored studies
-    work.append(st.Page("pages/9_tune.py", title="Tune", icon=":material/manage_search:", url_path="tune"))
+    work.append(st.Page(sup.REPO / "pages/9_tune.py", title="Tune", icon=":material/manage_search:", url_path="tune"))
     files = sup.page_files()
-    explore = [st.Page(str(files[key].relative_to(sup.REPO)), title=title, icon=icon, url_path=url)
+    explore = [st.Page(files[key], title=title, icon=icon, url_path=url)
                for key, title, icon, url in EXPLORE_PAGES if key in files]
     return {"Workflow": work, "Explore the diffusion": explore} if explore else {"Workflow": work}
 

@@ -52,7 +52,7 @@ for label, spec, col in (("A", specs["A"], col_a), ("B", specs["B"], col_b)):
         valid[label] = spec
     except ConfigError as exc:
         col.error(f"Schedule {label}: {exc}")
-st.page_link("pages/9_tune.py", label=f"Search schedules: a tuning study starting from schedule A "
+st.page_link(sup.REPO / "pages" / "9_tune.py", label=f"Search schedules: a tuning study starting from schedule A "
              f"({specs['A']['kind']})", icon=":material/manage_search:", query_params={"schedule": specs["A"]["kind"]},
              help="Opens Tune with this family as the first CNSDiff trial; the study then searches the family, "
                   "scale, hardness steps, mixing and loss weights on IID validation.")

@@ -42,12 +42,16 @@ def store(tmp_path_factory):
 
 
 def app(page: str, run_id: str | None = None, **state) -> AppTest:
-    at = AppTest.from_file(str(PAGES / page), default_timeout=60)
+    """The app's frame (app.py: navigation, sidebar), switched to `page` as a user would; the
+    caller's next run() draws the page."""
+    at = AppTest.from_file(str(PAGES.parent / "app.py"), default_timeout=60)
     if run_id:
         at.session_state["run_id"] = run_id  # the sidebar's current run
     for k, v in state.items():
         at.session_state[k] = v
-    return at
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at.switch_page(f"pages/{page}")
 
 
 def no_exception(at: AppTest) -> None:
