@@ -26,3 +26,28 @@ def test_only_the_cli_prints():
         tree = ast.parse(path.read_text())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print"]
         assert not calls, f"{path} prints"
+
+
+TEST_TOOLS = ("pytest", "hypothesis", "selenium")
+
+
+def test_test_tools_are_not_run_time_requirements():
+    def names(path):
+        return {line.split("#")[0].strip().split("=")[0].split(">")[0].split("<")[0].strip().lower()
+                for line in (ROOT / path).read_text().splitlines() if line.strip() and not line.startswith(("#", "-r"))}
+
+    runtime, tests = names("requirements.txt"), names("requirements-test.txt")
+    assert "torch" in runtime and "torch==2.13.0" in (ROOT / "requirements.txt").read_text()
+    assert not runtime & set(TEST_TOOLS) and set(TEST_TOOLS) <= tests
+    assert "-r requirements.txt" in (ROOT / "requirements-test.txt").read_text()
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "requirements-test.txt" in setup and "--with-browser" in setup
+    assert "setup.sh --with-browser" in (ROOT / "README.md").read_text()
+    assert "setup.sh --with-browser" in (ROOT / ".ci" / "run").read_text()
+    # nothing the app or the engine runs imports a test tool
+    for path in [*(ROOT / "cnsdiff_core").rglob("*.py"), *(ROOT / "pages").glob("*.py"), *ROOT.glob("*.py"),
+                 *((ROOT / "ui").rglob("*.py") if (ROOT / "ui").is_dir() else [])]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] + [getattr(node, "module", "") or ""]
+                assert not any(m.split(".")[0] in TEST_TOOLS for m in mods), path
