@@ -66,8 +66,6 @@ SPLIT_COLORS = {"train": OKABE_ITO["black"], "valid": OKABE_ITO["grey"], "test_i
 SYNTH_STEP_SCALE = ["#FDD0A2", "#FDAE6B", "#F16913", "#D55E00", "#8C2D04"]
 # Sequential shades within the real-item hue, e.g. for popularity colouring of items.
 REAL_SCALE = ["#DEEBF7", "#9ECAE1", "#4292C6", "#0072B2", "#08306B"]
-STATUS_ICONS = {"finished": "✅", "early-stopped": "✅", "stopped": "⏹️", "running": "⏳",
-                "queued": "⏳", "interrupted": "⚠️", "failed": "❌", "damaged": "❌"}
 
 
 def sampler_color(name: str) -> str:
@@ -494,16 +492,6 @@ def my_jobs() -> list[dict]:
     """Jobs this session started plus every active job of the process (other tabs), newest first."""
     mine = set(st.session_state.get(KEY_JOBS, []))
     return [j for j in job_manager().jobs() if j["job_id"] in mine or j["status"] in ACTIVE]
-
-
-def newly_finished(jobs: list[dict], state_key: str) -> bool:
-    """True once for each job seen ending since the last call with this key (then the page redraws
-    the whole app so the sidebar lists the new runs)."""
-    seen = st.session_state.setdefault(state_key, set())
-    done = {j["job_id"] for j in jobs if j["status"] not in ACTIVE}
-    new = done - seen
-    seen |= done
-    return bool(new)
 
 
 # --- tables -------------------------------------------------------------------------------------------

@@ -7,9 +7,7 @@ Shared caches (st.cache_resource) hold read-only objects: embeddings, denoisers,
 """
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +18,12 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import app_support as sup
+from ui.tasks import task_panel
 from cnsdiff_core import explore as ex
-from cnsdiff_core.bundle import StoredProjection, load_projection
-from cnsdiff_core.config import ConfigError, TrainConfig
-from cnsdiff_core.data import DataError
-from cnsdiff_core.projection import EmbeddingProjection, warm_umap
+from cnsdiff_core.config import TrainConfig
 from cnsdiff_core.runs import RunInfo, RunStore, StoreError
 from cnsdiff_core.samplers import REGISTRY, WITH_DENOISER
+from cnsdiff_core.tasks import Status
 
 # --- colours and markers ----------------------------------------------------------------------------
 # Every sampler's negatives take its own colour and marker (`Sampler.color`, `Sampler.marker`):
@@ -215,107 +212,49 @@ def denoiser(ctx: RunContext):
         st.stop()
 
 
-# --- 2-D maps: PCA at once, UMAP in a background thread ------------------------------------------------
-class MapJob:
-    """The maps of one run's items, shared by every session: PCA fitted at once, UMAP (cosine)
-    fitted in a daemon thread after `warm_umap()` (numba compile, once per process). Maps stored
-    in the run folder by `python -m cnsdiff_core precompute` are loaded instead of fitted."""
-
-    def __init__(self, item_emb: np.ndarray, run_path: Path | None = None) -> None:
-        self.item_emb = item_emb
-        stored_pca = load_projection(run_path, "pca", item_emb) if run_path is not None else None
-        self.pca = stored_pca or ex.fit_item_map(item_emb, "pca")
-        self.umap: EmbeddingProjection | StoredProjection | None = (
-            load_projection(run_path, "umap", item_emb) if run_path is not None else None)
-        self.precomputed = self.umap is not None  # the bundle's UMAP: ready at once, nothing to fit
-        self.error: str | None = None
-        self.started: float | None = None
-        self.seconds: float | None = 0.0 if self.precomputed else None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def start_umap(self) -> None:
-        with self._lock:
-            if self._thread is not None or self.umap is not None:
-                return
-            self.started = time.time()
-            self._thread = threading.Thread(target=self._fit_umap, name="cnsdiff-umap", daemon=True)
-            self._thread.start()
-
-    def _fit_umap(self) -> None:
-        try:
-            warm_umap()
-            self.umap = ex.fit_item_map(self.item_emb, "umap")
-        except Exception as exc:  # shown on the page; PCA stays available
-            self.error = f"{type(exc).__name__}: {exc}"
-        self.seconds = time.time() - (self.started or time.time())
-
-    @property
-    def status(self) -> str:
-        if self.umap is not None:
-            return "ready"
-        if self.error:
-            return "failed"
-        return "running" if self._thread is not None else "idle"
-
-    def effective(self, method: str) -> str:
-        """'umap' only once it is fitted; PCA otherwise (cache keys use this, never a stand-in)."""
-        return "umap" if method == "umap" and self.umap is not None else "pca"
-
-    def projection(self, method: str) -> EmbeddingProjection:
-        return self.umap if self.effective(method) == "umap" else self.pca
-
-    def coords(self, method: str) -> np.ndarray:
-        return self.projection(method).embedding_
-
-
+# --- 2-D maps: PCA at once, UMAP as a background task (cnsdiff_core.explore.ItemMaps) ---------------
 @st.cache_resource(show_spinner="Fitting the PCA map…", max_entries=8)
-def _map_job(root: str, run_id: str, mtime: float) -> MapJob:
-    return MapJob(_embeddings(root, run_id, mtime)[1], Path(root) / run_id)
+def _map_job(root: str, run_id: str, mtime: float) -> ex.ItemMaps:
+    return ex.ItemMaps(_embeddings(root, run_id, mtime)[1], Path(root) / run_id, run_id)
 
 
-def map_job(run_id: str) -> MapJob:
+def map_job(run_id: str) -> ex.ItemMaps:
     return _map_job(_root(), run_id, _mtime(run_id))
 
 
-def map_method_picker(job: MapJob, key: str, auto_key: str) -> str:
-    """PCA / UMAP choice; UMAP is offered once the background fit is ready. A fragment polls the
-    fit every second while it runs and reruns the page when it is done."""
+def map_method_picker(job: ex.ItemMaps, key: str, auto_key: str) -> str:
+    """PCA / UMAP choice; UMAP is offered once the background fit is ready. The task panel polls
+    the fit every second while it runs and reruns the page when it is done."""
     c_auto, c_method, c_status = st.columns([1.3, 1.2, 2], vertical_alignment="center")
     auto = c_auto.toggle("Fit UMAP in the background", value=True, key=auto_key,
                          help="UMAP (cosine) compiles and fits in a background thread, once per run "
                               "for everyone; PCA shows meanwhile.")
     if auto:
         job.start_umap()
-    options = ["pca", "umap"] if job.status == "ready" else ["pca"]
+    options = ["pca", "umap"] if job.status == Status.FINISHED else ["pca"]
     if st.session_state.get(key) not in options:
         st.session_state[key] = "pca"
     method = c_method.radio("Map", options, key=key, horizontal=True,
                             format_func=lambda m: {"pca": "PCA", "umap": "UMAP (cosine)"}[m])
     with c_status:
-        if job.status == "running":
-            _umap_poll(job)
-        elif job.status == "failed":
-            st.caption(f"UMAP failed ({job.error}); PCA is shown.")
-        elif job.status == "ready" and job.precomputed:
+        if job.status == Status.FAILED:
+            st.caption(f"UMAP failed ({job.task.message}); PCA is shown.")
+        elif job.status == Status.FINISHED and job.precomputed:
             st.caption("UMAP precomputed with the workshop bundle: the run's stored negatives sit at their "
                        "exact UMAP transform; other vectors (trajectories) at the weighted mean of their "
                        f"{job.umap.n_neighbors} nearest items.")
-        elif job.status == "ready":
-            st.caption(f"UMAP ready (fitted in {job.seconds:.0f} s); synthesized points use its transform.")
+        elif job.status == Status.FINISHED:
+            st.caption(f"UMAP ready ({job.task.message}); synthesized points use its transform.")
+        elif job.task is not None:
+            task_panel(lambda: [job.task], _umap_progress, f"umap_{key}")
     return method
 
 
-def _umap_poll(job: MapJob) -> None:
-    @st.fragment(run_every=1.0)
-    def poll():
-        if job.status == "running":
-            st.caption(f"⏳ UMAP fitting in the background ({time.time() - (job.started or time.time()):.0f} s); "
-                       "PCA meanwhile.")
-        else:
-            st.rerun(scope="app")
-
-    poll()
+def _umap_progress(tasks: list) -> None:
+    task = tasks[0]
+    if task.active:
+        st.caption(f"⏳ UMAP {task.note or 'waiting for another fit'} in the background ({task.seconds:.0f} s); "
+                   "PCA meanwhile.")
 
 
 @st.cache_resource(show_spinner="Placing negatives on the map…", max_entries=16)
@@ -524,62 +463,6 @@ def schedule_figure(curves: pd.DataFrame) -> go.Figure:
     return fig
 
 
-# --- denoiser refits in the background ---------------------------------------------------------------------
-# Refits share the process's CPUs (a workshop: twenty browsers, one laptop): at most two at once,
-# the others wait as 'queued'.
-_REFIT_SLOTS = threading.BoundedSemaphore(2)
-
-
-@dataclass
-class RefitJob:
-    """One background refit (schedule lab): its thread writes, the page's fragment reads."""
-
-    cfg: TrainConfig
-    n_steps: int
-    label: str
-    run_id: str
-    status: str = "queued"  # queued | running | done | stopped | failed
-    step: int = 0
-    loss: float | None = None
-    error: str = ""
-    started: float = field(default_factory=time.time)
-    seconds: float = 0.0
-    report: pd.DataFrame | None = None
-    loss_curve: np.ndarray | None = None
-    eval_before: float | None = None
-    eval_after: float | None = None
-    stop_event: threading.Event = field(default_factory=threading.Event)
-
-    def start(self, data, user_emb: np.ndarray, item_emb: np.ndarray) -> "RefitJob":
-        threading.Thread(target=self._run, args=(data, user_emb, item_emb), name="cnsdiff-refit",
-                         daemon=True).start()
-        return self
-
-    def _progress(self, step: int, n: int, loss: float) -> None:
-        self.step, self.loss = step, loss
-
-    def _run(self, data, user_emb, item_emb) -> None:
-        with _REFIT_SLOTS:
-            self.status, self.started = "running", time.time()
-            try:
-                refit, report = ex.refit_denoiser(self.cfg, data, user_emb, item_emb, n_steps=self.n_steps,
-                                                  callback=self._progress, should_stop=self.stop_event.is_set)
-                self.report, self.loss_curve = report, refit.loss_curve_
-                self.eval_before, self.eval_after = refit.eval_loss_before_, refit.eval_loss_after_
-                self.status = "stopped" if refit.stopped_ else "done"
-            except (ex.ExploreError, ConfigError, DataError, ValueError, RuntimeError) as exc:
-                self.error, self.status = str(exc), "failed"
-            self.seconds = time.time() - self.started
-
-    @property
-    def active(self) -> bool:
-        return self.status in ("queued", "running")
-
-    @property
-    def fraction(self) -> float:
-        return min(self.step / max(self.n_steps, 1), 1.0)
-
-
 @st.cache_data(show_spinner="Measuring the run's own denoiser…", max_entries=16)
 def stored_step_report(root: str, run_id: str, mtime: float, data_key: tuple, _ctx: RunContext) -> pd.DataFrame | None:
     """step_report of the run's own trained denoiser (None for runs without one)."""
@@ -662,5 +545,5 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
 
 __all__ = ["url_state", "pick_run", "pick_runs", "run_context", "denoiser", "map_job", "map_method_picker",
            "negatives_placed", "items_table", "trajectories", "placed_states", "trajectory_figure",
-           "map_figure", "selected_rows", "schedule_figure", "RefitJob", "own_step_report",
+           "map_figure", "selected_rows", "schedule_figure", "own_step_report",
            "confounding_over_store", "csv_bytes", "fhn_figure", "layer_style", "series_colors", "step_colors"]

@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import app_support as sup
+import ui.tasks as tasks_ui
 from cnsdiff_core.samplers import LABELS, METHOD, UNIFORM, sampler_class
 
 sup.require_frame()
@@ -83,7 +84,7 @@ if not st.session_state.get(sup.KEY_DEMO_JOB):
     if running:
         st.session_state[sup.KEY_DEMO_JOB] = running[0]["job_id"]
 demo = manager.get(st.session_state.get(sup.KEY_DEMO_JOB))
-demo_running = bool(demo and demo["status"] in sup.ACTIVE)
+demo_running = bool(demo and demo["status"] in tasks_ui.ACTIVE)
 
 if st.button("Run the demo", key="demo_run", type="primary", icon=":material/play_arrow:",
              disabled=sup.read_only() or demo_running,
@@ -130,15 +131,14 @@ def show_result(infos: dict, where: str) -> None:
             col.page_link(str(files[key].relative_to(sup.REPO)), label=label)
 
 
-@st.fragment(run_every=1.0 if demo_running else None)
-def demo_panel() -> None:
-    job = manager.get(st.session_state.get(sup.KEY_DEMO_JOB))
+def demo_view(jobs: list[dict]) -> None:
+    job = jobs[0] if jobs else None
     if job is None:
         previous = last_demo_runs()
         if previous:
             show_result(previous, "(latest demo runs in the run store)")
         return
-    if job["status"] in sup.ACTIVE:
+    if job["status"] in tasks_ui.ACTIVE:
         st.progress(job["fraction"], text=sup.job_progress_text(job))
         st.button("Stop the demo", key="demo_stop", on_click=manager.stop, args=(job["job_id"],))
         return
@@ -161,4 +161,4 @@ def demo_panel() -> None:
     show_result(infos, f"({job['message']})")
 
 
-demo_panel()
+tasks_ui.task_panel(lambda: [j for j in [manager.get(st.session_state.get(sup.KEY_DEMO_JOB))] if j], demo_view, "demo")

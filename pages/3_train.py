@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import app_support as sup
+import ui.tasks as tasks_ui
 from cnsdiff_core.config import PRESETS, SAMPLERS, ConfigError
 from cnsdiff_core.samplers import LABELS, METHOD
 
@@ -130,7 +131,7 @@ def valid_figure(job: dict) -> go.Figure:
 
 def show_job(job: dict, charts: bool) -> None:
     with st.container(border=True):
-        st.markdown(f"{sup.STATUS_ICONS.get(job['status'], '')} **{job['title']}** · {job['status']}"
+        st.markdown(f"{tasks_ui.STATUS_ICONS.get(job['status'], '')} **{job['title']}** · {job['status']}"
                     + (f" · {job['device']}" if job["device"] else ""))
         if job["status"] in sup.ACTIVE:
             st.progress(job["fraction"], text=sup.job_progress_text(job))
@@ -151,13 +152,7 @@ def show_job(job: dict, charts: bool) -> None:
                        "watching only.")
 
 
-polling = any(j["status"] in sup.ACTIVE for j in sup.my_jobs())
-sup.newly_finished(sup.my_jobs(), "train_seen_done")  # jobs already done when the page drew
-
-
-@st.fragment(run_every=1.0 if polling else None)
-def progress_panel() -> None:
-    jobs = sup.my_jobs()
+def jobs_list(jobs: list[dict]) -> None:
     st.subheader("Training jobs")
     if not jobs:
         st.caption("No training jobs yet: fill in the form and press Run.")
@@ -166,8 +161,6 @@ def progress_panel() -> None:
         show_job(job, charts=k < 2)
     if len(jobs) > 4:
         st.caption(f"{len(jobs) - 4} earlier job(s) not shown; their runs are in Compare runs.")
-    if sup.newly_finished(jobs, "train_seen_done") and polling:
-        st.rerun(scope="app")  # a job ended while we watched: redraw so the sidebar lists its runs
 
 
-progress_panel()
+tasks_ui.task_panel(sup.my_jobs, jobs_list, "train")

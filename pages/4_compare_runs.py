@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import app_support as sup
+import ui.tasks as tasks_ui
 from cnsdiff_core.metrics import paired_test
 from cnsdiff_core.runs import StoreError
 from cnsdiff_core.samplers import UNIFORM
@@ -124,7 +125,7 @@ if not resumable.empty:
     manager = sup.job_manager()
     for row in resumable.itertuples():
         c1, c2 = st.columns([4, 1])
-        c1.markdown(f"{sup.STATUS_ICONS.get(row.status, '')} `{row.run_id}` · {row.sampler} · {row.status}: "
+        c1.markdown(f"{tasks_ui.STATUS_ICONS.get(row.status, '')} `{row.run_id}` · {row.sampler} · {row.status}: "
                     f"{row.reason or 'no reason recorded'}")
         if not sup.read_only() and c2.button("Resume", key=f"resume_{row.run_id}",
                                              help="Continue from its last checkpoint, in the background."):
@@ -133,20 +134,11 @@ if not resumable.empty:
             except StoreError as exc:
                 st.error(str(exc))
 
-    resume_jobs = [j for j in sup.my_jobs() if j["tag"] == "resume"]
-    polling = any(j["status"] in sup.ACTIVE for j in resume_jobs)
-
-    sup.newly_finished(resume_jobs, "compare_seen_done")  # jobs already done when the page drew
-
-    @st.fragment(run_every=1.0 if polling else None)
-    def resume_panel() -> None:
-        jobs = [j for j in sup.my_jobs() if j["tag"] == "resume"]
+    def resume_list(jobs: list[dict]) -> None:
         for job in jobs[:3]:
-            if job["status"] in sup.ACTIVE:
+            if job["status"] in tasks_ui.ACTIVE:
                 st.progress(job["fraction"], text=f"{job['title']}: {sup.job_progress_text(job)}")
             else:
                 st.caption(f"{job['title']}: {job['status']} ({job['message']})")
-        if sup.newly_finished(jobs, "compare_seen_done") and polling:
-            st.rerun(scope="app")  # the resumed run's status changed: redraw table and sidebar
 
-    resume_panel()
+    tasks_ui.task_panel(lambda: [j for j in sup.my_jobs() if j["tag"] == "resume"], resume_list, "resume")

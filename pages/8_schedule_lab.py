@@ -1,12 +1,11 @@
 """Noise schedule lab: edit two schedules side by side, see their curves, refit only the denoiser
 on a run's frozen embeddings with one of them (seconds) and see hardness and FHN per step."""
-import time
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 import app_support as sup
+import ui.tasks as tasks_ui
 import explore_support as es
 from cnsdiff_core import explore as ex
 from cnsdiff_core.config import LOSS_WEIGHTINGS, SCHEDULES, ConfigError, preset_config
@@ -86,59 +85,59 @@ st.caption(f"Fresh denoiser (hidden {cfg.denoiser_hidden}, dropout {cfg.denoiser
            f"causal {cfg.causal}) on the frozen item embeddings of {run_id}; candidates at steps "
            f"{cfg.hardness_steps()} denoised to {sorted({cfg.stop_for(s) for s in cfg.hardness_steps()})}"
            f"{' (reverse chain from T: reference behaviour)' if cfg.reverse_from_T else ''}.")
-job: es.RefitJob | None = st.session_state.get("lab_refit_job")
-running = job is not None and job.active
-if c_go.button("Refit denoiser", key="lab_refit", type="primary", disabled=running):
-    job = es.RefitJob(cfg, int(n_steps), f"schedule {which}: {spec['kind']}, scale {spec['scale']:g}, T={spec['steps']}",
-                      run_id).start(ctx.data, ctx.user_emb, ctx.item_emb)
+job: ex.RefitTask | None = st.session_state.get("lab_refit_job")
+if c_go.button("Refit denoiser", key="lab_refit", type="primary", disabled=job is not None and job.active):
+    job = ex.start_refit(cfg, int(n_steps), f"schedule {which}: {spec['kind']}, scale {spec['scale']:g}, T={spec['steps']}",
+                         run_id, ctx.data, ctx.user_emb, ctx.item_emb)
     st.session_state["lab_refit_job"] = job
-    running = True
 
-if running:
-    @st.fragment(run_every=1.0)
-    def progress() -> None:
-        j: es.RefitJob = st.session_state["lab_refit_job"]
-        if not j.active:
-            st.rerun(scope="app")
-        if j.status == "queued":
-            st.progress(0.0, text="Waiting for other refits on this machine to finish…")
-            return
-        loss = "" if j.loss is None else f" · loss {j.loss:.4f}"
-        st.progress(j.fraction, text=f"Refitting ({j.label}): step {j.step}/{j.n_steps}{loss} · "
-                                     f"{time.time() - j.started:.0f} s")
-        if st.button("Stop", key="lab_refit_stop"):
-            j.stop_event.set()
 
-    progress()
-elif job is not None:
+def refit_progress(tasks: list) -> None:
+    j = tasks[0]
+    if j.status == "queued":
+        st.progress(0.0, text="Waiting for other refits on this machine to finish…")
+    elif j.active:
+        tasks_ui.progress(j, f"Refitting ({j.title}): {j.note or 'starting'} · {j.seconds:.0f} s", stop_key="lab_refit_stop")
+
+
+if job is not None:
+    tasks_ui.task_panel(lambda: [job], refit_progress, "lab_refit")
+
+
+def show_refit(job: ex.RefitTask) -> None:
+    """The outcome of an ended refit: per-step hardness and FHN beside the run's own denoiser."""
     if job.status == "failed":
-        st.error(f"The refit failed: {job.error}")
-    else:
-        st.success(f"{job.label}: {len(job.loss_curve)} steps in {job.seconds:.1f} s "
-                   f"({'stopped early; ' if job.status == 'stopped' else ''}fixed evaluation-batch loss "
-                   f"{job.eval_before:.4f} → {job.eval_after:.4f}).")
-        report = job.report.assign(denoiser="refit")
-        own = es.own_step_report(ctx) if job.run_id == run_id else None
-        if own is not None:
-            report = pd.concat([report, own.assign(denoiser="run's own")], ignore_index=True)
-        names = {"hardness_mean": "hardness (mean)", "cos_to_pos": "cosine to positive",
-                 "nn_dist": "distance to nearest item / ‖pos‖", "fhn": "observed FHN",
-                 "own_positive": "collapse onto own positive", "fhn_true": "ground-truth FHN"}
-        cols = [c for c in names if c in report and report[c].notna().any()]
-        long = report.rename(columns=names).melt(id_vars=["label", "denoiser"], value_vars=[names[c] for c in cols])
-        chart = px.bar(long, x="label", y="value", color="denoiser", barmode="group", facet_col="variable",
-                       facet_col_wrap=3, color_discrete_map={"refit": sup.SYNTH_COLOR, "run's own": sup.OKABE_ITO["grey"]},
-                       labels={"label": "step"})
-        chart.update_yaxes(matches=None, showticklabels=True, title_text="")
-        chart.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-        chart.update_layout(height=520)
-        st.plotly_chart(chart, key="lab_refit_chart")
-        st.dataframe(report, hide_index=True, key="lab_refit_table")
-        st.caption(f"Uniform sampling would give an FHN rate of {report['uniform_rate'].iloc[0]:.4f} on this probe.")
-        loss = pd.DataFrame({"step": range(1, len(job.loss_curve) + 1), "loss": job.loss_curve})
-        st.plotly_chart(px.line(loss, x="step", y="loss", height=260), key="lab_refit_loss")
-        st.download_button("Download per-step report (CSV)", es.csv_bytes(report), file_name="refit_report.csv",
-                           mime="text/csv", key="lab_dl_report")
+        st.error(f"The refit failed: {job.message}")
+        return
+    st.success(f"{job.title}: {len(job.loss_curve)} steps in {job.seconds:.1f} s "
+               f"({'stopped early; ' if job.status == 'stopped' else ''}fixed evaluation-batch loss "
+               f"{job.eval_before:.4f} → {job.eval_after:.4f}).")
+    report = job.report.assign(denoiser="refit")
+    own = es.own_step_report(ctx) if job.run_id == run_id else None
+    if own is not None:
+        report = pd.concat([report, own.assign(denoiser="run's own")], ignore_index=True)
+    names = {"hardness_mean": "hardness (mean)", "cos_to_pos": "cosine to positive",
+             "nn_dist": "distance to nearest item / ‖pos‖", "fhn": "observed FHN",
+             "own_positive": "collapse onto own positive", "fhn_true": "ground-truth FHN"}
+    cols = [c for c in names if c in report and report[c].notna().any()]
+    long = report.rename(columns=names).melt(id_vars=["label", "denoiser"], value_vars=[names[c] for c in cols])
+    chart = px.bar(long, x="label", y="value", color="denoiser", barmode="group", facet_col="variable",
+                   facet_col_wrap=3, color_discrete_map={"refit": sup.SYNTH_COLOR, "run's own": sup.OKABE_ITO["grey"]},
+                   labels={"label": "step"})
+    chart.update_yaxes(matches=None, showticklabels=True, title_text="")
+    chart.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    chart.update_layout(height=520)
+    st.plotly_chart(chart, key="lab_refit_chart")
+    st.dataframe(report, hide_index=True, key="lab_refit_table")
+    st.caption(f"Uniform sampling would give an FHN rate of {report['uniform_rate'].iloc[0]:.4f} on this probe.")
+    loss = pd.DataFrame({"step": range(1, len(job.loss_curve) + 1), "loss": job.loss_curve})
+    st.plotly_chart(px.line(loss, x="step", y="loss", height=260), key="lab_refit_loss")
+    st.download_button("Download per-step report (CSV)", es.csv_bytes(report), file_name="refit_report.csv",
+                       mime="text/csv", key="lab_dl_report")
+
+
+if job is not None and not job.active:
+    show_refit(job)
 
 # --- a full run with this schedule -------------------------------------------------------------------------
 st.divider()

@@ -4,6 +4,7 @@ study's figures live, its trials linked to their runs, and the best configuratio
 import streamlit as st
 
 import app_support as sup
+import ui.tasks as tasks_ui
 from cnsdiff_core.config import PRESETS, SCHEDULES, ConfigError, preset_config
 from cnsdiff_core.samplers import LABELS, WITH_DENOISER
 
@@ -69,18 +70,12 @@ def study_jobs() -> list[dict]:
     return [j for j in sup.my_jobs() if j.get("kind") == "study"]
 
 
-polling = any(j["status"] in sup.ACTIVE for j in study_jobs())
-sup.newly_finished(study_jobs(), "tune_seen_done")  # jobs already done when the page drew
-
-
-@st.fragment(run_every=2.0 if polling else None)
-def live() -> None:
+def live(jobs: list[dict]) -> None:
     """The study jobs and the chosen study, redrawn every 2 s while a study job runs."""
-    jobs = study_jobs()
     for job in jobs[:3]:
         with st.container(border=True):
-            st.markdown(f"{sup.STATUS_ICONS.get(job['status'], '')} **{job['title']}** · {job['status']}")
-            if job["status"] in sup.ACTIVE:
+            st.markdown(f"{tasks_ui.STATUS_ICONS.get(job['status'], '')} **{job['title']}** · {job['status']}")
+            if job["status"] in tasks_ui.ACTIVE:
                 st.progress(job["fraction"], text=sup.job_progress_text(job))
                 st.button("Stop study", key=f"tune_stop_{job['job_id']}", on_click=manager.stop,
                           args=(job["job_id"],), disabled=job["stop_requested"], icon=":material/stop:",
@@ -90,9 +85,7 @@ def live() -> None:
                 st.error(job["message"])
             else:
                 st.caption(job["message"])
-    browse(any(j["status"] in sup.ACTIVE for j in jobs))
-    if sup.newly_finished(jobs, "tune_seen_done") and polling:
-        st.rerun(scope="app")  # a study ended while we watched: redraw (sidebar runs, no more polling)
+    browse(any(j["status"] in tasks_ui.ACTIVE for j in jobs))
 
 
 def browse(active: bool) -> None:
@@ -221,4 +214,4 @@ def trials_table(study, spec: dict) -> None:
             st.switch_page(str(target.relative_to(sup.REPO)) if target else "pages/4_compare_runs.py")
 
 
-live()
+tasks_ui.task_panel(study_jobs, live, "tune", every=2.0)

@@ -147,24 +147,24 @@ def test_umap_interpolation_places_vectors_near_their_items():
 
 
 def test_map_job_uses_the_stored_maps(bundle, monkeypatch):
-    import explore_support as es
     from cnsdiff_core import explore as ex
+    from cnsdiff_core.explore import maps
 
     root, _ = bundle
     run = RunStore(root).load(RunStore(root).list_runs()[0].run_id)
     items = run.embeddings()[1]
-    monkeypatch.setattr(ex, "fit_item_map", lambda *a, **k: pytest.fail("refitted a stored map"))
-    job = es.MapJob(items, run.path)
-    assert isinstance(job.pca, bd.StoredProjection) and job.status == "idle" and not job.precomputed
+    monkeypatch.setattr(maps, "fit_item_map", lambda *a, **k: pytest.fail("refitted a stored map"))
+    job = ex.ItemMaps(items, run.path)
+    assert isinstance(job.pca, bd.StoredProjection) and job.status is None and not job.precomputed
     # with a stored UMAP the job is ready at once and never starts a thread
     coords = np.asarray(job.pca.embedding_ * 2, np.float32)
     umap_file = run.path / "projection_umap.npz"
     np.savez(umap_file, method=np.array("umap"), fingerprint=np.array(bd.fingerprint(items)), coords=coords,
              n_neighbors=np.array(15))
     try:
-        job = es.MapJob(items, run.path)
+        job = ex.ItemMaps(items, run.path)
         job.start_umap()
-        assert job.status == "ready" and job.precomputed and job._thread is None
+        assert job.status == "finished" and job.precomputed and job.task is None
         assert job.effective("umap") == "umap" and job.coords("umap").shape == (items.shape[0], 2)
     finally:
         umap_file.unlink()
