@@ -350,9 +350,19 @@ def cmd_fair_report(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .experiment import table_from_csvs
+    from pathlib import Path
 
-    table = table_from_csvs(args.csv)
+    from .experiment import table_from_csvs
+    from .runs import RunStore
+
+    store = None
+    if args.refresh_fhn:
+        store = RunStore(args.runs_dir) if args.runs_dir else RunStore()
+    table = table_from_csvs(args.csv, refresh_store=store)
+    if args.out:
+        if Path(args.out).resolve() in {Path(p).resolve() for p in args.csv}:
+            raise SystemExit(f"--out {args.out} is one of the input CSVs; write the merged table to a new file.")
+        table.frame.to_csv(args.out, index=False)
     print(table.markdown)
     return 0
 
@@ -483,6 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="merge experiment CSVs of one dataset into one table")
     rp.add_argument("csv", nargs="+")
+    rp.add_argument("--refresh-fhn", action="store_true",
+                    help="recompute the FHN columns from the runs' stored diagnostics (runs in --runs-dir or "
+                         "$CNSDIFF_RUNS), e.g. for tables written before a column existed")
+    rp.add_argument("--runs-dir", default=None)
+    rp.add_argument("--out", default=None, help="also write the merged (and refreshed) rows as CSV")
     rp.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="speed benchmark")

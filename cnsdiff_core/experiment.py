@@ -48,18 +48,46 @@ def mostpop_row(data, device="cpu") -> dict:
 def result_row(cfg, res) -> dict:
     """One table row from a TrainResult: metrics at the selected epoch, FHN there (the trained-on
     negative with its Wilson interval, collapse share, pre-mix rate, matched null, truth), timing."""
-    f = fhn_summary(res.diagnostics, cfg.sampler, res.best_epoch)
-    ci = f.get("observed_ci") or [None, None]
-    fhn = {"fhn": f.get("observed"), "fhn_lo": ci[0], "fhn_hi": ci[1], "fhn_own_positive": f.get("own_positive"),
-           "fhn_synthesized": f.get("synthesized"), "fhn_null": f.get("null"), "fhn_true": f.get("true")}
-    fhn = {k: np.nan if v is None else v for k, v in fhn.items()}
+    fhn = fhn_columns(res.diagnostics, cfg.sampler, res.best_epoch)
     train_s = sum(r.get("train_seconds", 0.0) for r in res.history)
     return {"sampler": cfg.sampler, "preset": cfg.preset, "seed": cfg.seed, "best_epoch": res.best_epoch,
             "epochs_run": res.epochs_run, "seconds": res.seconds,
             "s_per_epoch": train_s / max(len(res.history), 1), **fhn, "status": res.status, **res.metrics}
 
 
-FHN_COLUMNS = ("fhn", "fhn_lo", "fhn_hi", "fhn_own_positive", "fhn_synthesized", "fhn_null", "fhn_true")
+FHN_COLUMNS = ("fhn", "fhn_lo", "fhn_hi", "fhn_own_positive", "fhn_synthesized", "fhn_synthesized_own_positive",
+               "fhn_null", "fhn_true")
+
+
+def fhn_columns(diagnostics, sampler: str, best_epoch: int | None) -> dict:
+    """The FHN columns of a results row (FHN_COLUMNS; NaN where undefined) from a run's
+    diagnostics rows at its selected epoch (`diagnostics.fhn_summary`)."""
+    f = fhn_summary(diagnostics, sampler, best_epoch)
+    ci = f.get("observed_ci") or [None, None]
+    out = {"fhn": f.get("observed"), "fhn_lo": ci[0], "fhn_hi": ci[1], "fhn_own_positive": f.get("own_positive"),
+           "fhn_synthesized": f.get("synthesized"), "fhn_synthesized_own_positive": f.get("synthesized_own_positive"),
+           "fhn_null": f.get("null"), "fhn_true": f.get("true")}
+    return {k: np.nan if v is None else v for k, v in out.items()}
+
+
+def refresh_fhn(frame: pd.DataFrame, store) -> pd.DataFrame:
+    """Recompute the FHN columns of stored result rows from their runs' diagnostics (rows whose run
+    is not in `store` keep theirs): for tables written before a column existed."""
+    out = frame.copy()
+    for c in FHN_COLUMNS:
+        if c not in out:
+            out[c] = np.nan
+    for i, r in out.iterrows():
+        run_id = r.get("run_id")
+        if not isinstance(run_id, str) or not run_id:
+            continue
+        try:
+            diag = store.load(run_id).diagnostics()
+        except Exception:  # noqa: BLE001 - a run that is gone or damaged keeps the row's own figures
+            continue
+        for k, v in fhn_columns(diag.to_dict("records"), str(r["sampler"]), int(r["best_epoch"])).items():
+            out.at[i, k] = v
+    return out
 ROW_ORDER = ("mostpop", *SAMPLERS)  # MostPop (no training) is the floor, then the samplers
 PRESET_ORDER = ("-", "baseline", "tuned", "paper", "reference")
 
@@ -110,7 +138,7 @@ def to_markdown(summary: pd.DataFrame, title: str = "") -> str:
         return f"{v:.4f}" + (f" ± {s:.4f}" if row.get("seeds", 1) > 1 and not pd.isna(s) else "")
 
     head = ["sampler", "preset", "seeds", "valid R@20", "IID R@20", "IID N@20", "OOD R@20", "OOD N@20", "OOD R@10",
-            "OOD N@10", "FHN", "FHN pre-mix", "collapse", "s/epoch", "sel. epoch"]
+            "OOD N@10", "FHN", "collapse", "FHN pre-mix", "pre-mix collapse", "s/epoch", "sel. epoch"]
     lines = [f"### {title}" if title else "", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for _, r in summary.iterrows():
@@ -124,10 +152,12 @@ def to_markdown(summary: pd.DataFrame, title: str = "") -> str:
         lines.append("| " + " | ".join([str(r["sampler"]), str(r["preset"]), str(int(r.get("seeds", 1))),
                                         cell(r, "valid_recall@20"), cell(r, "iid_recall@20"), cell(r, "iid_ndcg@20"), cell(r, "ood_recall@20"),
                                         cell(r, "ood_ndcg@20"), cell(r, "ood_recall@10"), cell(r, "ood_ndcg@10"),
-                                        fhn, rate("fhn_synthesized"), rate("fhn_own_positive"), spe, be]) + " |")
+                                        fhn, rate("fhn_own_positive"), rate("fhn_synthesized"),
+                                        rate("fhn_synthesized_own_positive"), spe, be]) + " |")
     lines += ["", "FHN: the negative that is trained on, at the selected epoch (Wilson 95% interval for one seed); "
-                  "FHN pre-mix: a vector sampler's candidate before mixing; collapse: share of negatives that "
-                  "resolve to the user's own training positive (nearest item by Euclidean distance, all items)."]
+                  "collapse: share of those negatives that resolve to the user's own training positive (nearest "
+                  "item by Euclidean distance, all items); FHN pre-mix and pre-mix collapse: the same for a "
+                  "vector sampler's candidate before mixing (CNSDiff's h)."]
     imp = improvement(summary)
     if imp:
         ours = sampler_class(METHOD).short_label()
@@ -346,9 +376,12 @@ def grid_table(grid: OpenGrid, with_mostpop: bool = True, log: Callable[[str], N
     return ExperimentTable(frame, summary, to_markdown(summary, f"{grid.dataset} ({data.shift} shift)"))
 
 
-def table_from_csvs(paths: list[str | Path]) -> ExperimentTable:
-    """Merge per-run CSVs written by `experiment --out` (e.g. from parallel jobs) into one table."""
+def table_from_csvs(paths: list[str | Path], refresh_store=None) -> ExperimentTable:
+    """Merge per-run CSVs written by `experiment --out` (e.g. from parallel jobs) into one table;
+    with refresh_store (a RunStore), FHN columns are recomputed from the runs (`refresh_fhn`)."""
     frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    if refresh_store is not None:
+        frame = refresh_fhn(frame, refresh_store)
     frame = frame.drop_duplicates(subset=["sampler", "preset", "seed"], keep="last")
     summary = summarize(frame)
     name = f"{frame['dataset'].iloc[0]} ({frame['shift'].iloc[0]} shift)" if len(frame) else ""

@@ -40,6 +40,9 @@ from .events import BestSelected, Checkpoint, EpochDone, Event, Finished, Snapsh
 RUNS_ENV = "CNSDIFF_RUNS"
 
 
+PRUNED_PREFIX = "pruned by study"  # status message of a tuning trial stopped by its pruner
+
+
 class StoreError(RuntimeError):
     """The run store cannot be read or written; the message says which path and what to do."""
 
@@ -119,6 +122,11 @@ class RunInfo:
     config: dict
     final: dict
     created: float
+
+    @property
+    def resumable(self) -> bool:
+        """Interrupted or stopped by request; a tuning trial cut by its pruner is finished business."""
+        return self.status in ("interrupted", "stopped") and not self.message.startswith(PRUNED_PREFIX)
 
     def label(self) -> str:
         c = self.config
@@ -499,6 +507,8 @@ def resume_run(run_id: str, store: RunStore | None = None, callbacks: Iterable =
     info = store.info(run_id)
     if info.status not in ("interrupted", "stopped"):
         raise StoreError(f"run {run_id} is {info.status}; only interrupted or stopped runs can be resumed.")
+    if not info.resumable:
+        raise StoreError(f"run {run_id} was {info.message}; a pruned trial is not resumed (run the study on).")
     run = Run(info)
     state = run.checkpoint()
     if state is None:

@@ -42,7 +42,7 @@ from optuna.trial import TrialState
 
 from .config import SAMPLERS, ConfigError, TrainConfig, preset_config
 from .events import Callback, EpochDone, TrialStarted
-from .runs import RunStore, StoreError, default_root
+from .runs import PRUNED_PREFIX, RunStore, StoreError, default_root
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -367,7 +367,7 @@ class TrialObjective:
 
         def stop() -> bool | str:
             if pruned:
-                return f"pruned by study {name} (trial {trial.number}) after epoch {pruned['epoch']}"
+                return f"{PRUNED_PREFIX} {name} (trial {trial.number}) after epoch {pruned['epoch']}"
             return bool(self.should_stop())
 
         def created(run_id: str) -> None:

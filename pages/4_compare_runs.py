@@ -8,7 +8,7 @@ import streamlit as st
 import app_support as sup
 import ui.tasks as tasks_ui
 from cnsdiff_core.metrics import paired_test
-from cnsdiff_core.runs import StoreError
+from cnsdiff_core.runs import PRUNED_PREFIX, StoreError
 from cnsdiff_core.samplers import UNIFORM
 
 sup.require_frame()
@@ -119,7 +119,8 @@ else:
             st.warning("The two runs use different data or shifts; users are matched by id only.")
 
 # --- interrupted and stopped runs ------------------------------------------------------------------------
-resumable = frame[frame["status"].isin(["interrupted", "stopped"])]
+resumable = frame[frame["status"].isin(["interrupted", "stopped"])
+                  & ~frame["reason"].fillna("").str.startswith(PRUNED_PREFIX)]  # pruned trials are done
 if not resumable.empty:
     st.subheader("Interrupted and stopped runs")
     manager = sup.job_manager()

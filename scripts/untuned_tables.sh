@@ -16,15 +16,17 @@ for ds in "${@:-sample syn0.2 coat}"; do
   for d in $ds; do
     name=$d; spec=$d
     [ "$d" = "syn0.2" ] && spec=$SYN
-    [ -f "$OUT/$name.csv" ] || .venv/bin/python -m cnsdiff_core experiment --dataset "$spec" --no-reference \
-      --samplers mostpop,rns,pns,dns,mixgcf,ahns,cnsdiff "${COMMON[@]}" --out "$OUT/$name.csv.tmp" \
-      && mv "$OUT/$name.csv.tmp" "$OUT/$name.csv"
+    # name, then the experiment's own arguments; a table already written is skipped
+    run() {
+      local file=$OUT/$1.csv; shift
+      if [ ! -f "$file" ]; then
+        .venv/bin/python -m cnsdiff_core experiment --dataset "$spec" "${COMMON[@]}" "$@" --out "$file.tmp"
+        mv "$file.tmp" "$file"
+      fi
+    }
+    run "$name" --no-reference --samplers mostpop,rns,pns,dns,mixgcf,ahns,cnsdiff
+    run "$name-paper" --samplers cnsdiff --preset paper --no-reference --no-mostpop
     # the reference code selects its epoch on the OOD test, so it scores the tests every epoch
-    [ -f "$OUT/$name-reference.csv" ] || .venv/bin/python -m cnsdiff_core experiment --dataset "$spec" \
-      --samplers cnsdiff --preset reference --no-mostpop "${COMMON[@]}" --set test_eval=every-epoch \
-      --out "$OUT/$name-reference.csv.tmp" && mv "$OUT/$name-reference.csv.tmp" "$OUT/$name-reference.csv"
-    [ -f "$OUT/$name-paper.csv" ] || .venv/bin/python -m cnsdiff_core experiment --dataset "$spec" \
-      --samplers cnsdiff --preset paper --no-reference --no-mostpop "${COMMON[@]}" --out "$OUT/$name-paper.csv.tmp" \
-      && mv "$OUT/$name-paper.csv.tmp" "$OUT/$name-paper.csv"
+    run "$name-reference" --samplers cnsdiff --preset reference --no-mostpop --set test_eval=every-epoch
   done
 done

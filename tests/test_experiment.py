@@ -84,3 +84,32 @@ def test_causal_ablation_summary_groups_by_world_and_causal_kind(tmp_path):
     pd.DataFrame(rows).to_csv(path, index=False)
     assert len(load_causal_ablation(path)) == 3
     assert load_causal_ablation(tmp_path / "missing.csv").empty
+
+
+def test_refresh_fhn_recomputes_the_columns_from_the_runs_diagnostics():
+    import pandas as pd
+
+    from cnsdiff_core.experiment import FHN_COLUMNS, refresh_fhn
+
+    diag = pd.DataFrame([
+        {"sampler": "cnsdiff", "step": -1, "epoch": 3, "n": 100, "fhn": 0.05, "fhn_lo": 0.02, "fhn_hi": 0.11,
+         "own_positive": 0.2, "fhn_lift": 2.0, "uniform_rate": 0.025, "fhn_null": float("nan")},
+        {"sampler": "cnsdiff", "step": -2, "epoch": 3, "n": 100, "fhn": 0.01, "fhn_lo": 0.0, "fhn_hi": 0.05,
+         "own_positive": 0.7, "fhn_null": 0.002},
+        {"sampler": "cnsdiff", "step": -1, "epoch": 4, "n": 100, "fhn": 0.5, "own_positive": 0.0}])
+
+    class Store:
+        def load(self, run_id):
+            if run_id != "r1":
+                raise KeyError(run_id)
+            return type("Run", (), {"diagnostics": staticmethod(lambda: diag)})()
+
+    frame = pd.DataFrame([{"sampler": "cnsdiff", "best_epoch": 3, "run_id": "r1", "fhn": 0.9},
+                          {"sampler": "cnsdiff", "best_epoch": 3, "run_id": "gone", "fhn": 0.4}])
+    out = refresh_fhn(frame, Store())
+    assert set(FHN_COLUMNS) <= set(out.columns)
+    first = out.iloc[0]
+    assert first["fhn"] == 0.05 and first["fhn_own_positive"] == 0.2  # the selected epoch, not the last
+    assert first["fhn_synthesized"] == 0.01 and first["fhn_synthesized_own_positive"] == 0.7
+    assert first["fhn_null"] == 0.002 and (first["fhn_lo"], first["fhn_hi"]) == (0.02, 0.11)
+    assert out.iloc[1]["fhn"] == 0.4  # a run that is gone keeps the row's own figure

@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from cnsdiff_core.config import SAMPLERS, ConfigError, preset_config
-from cnsdiff_core.runs import RunStore
+from cnsdiff_core.runs import RunStore, StoreError, resume_run
 from cnsdiff_core.samplers import REGISTRY, make_sampler
 from cnsdiff_core.tune import (FINISHED, HeartbeatJournalStorage, TuneError, best_overrides, open_storage,
                                run_study, trial_overrides)
@@ -239,6 +239,9 @@ def test_a_trial_below_the_threshold_is_pruned_through_the_stop_hook(tmp_path):
         info = RunStore(runs).info(t.user_attrs["run_id"])
         assert info.status == "stopped" and "pruned by study prune" in info.message
         assert info.final["epochs_run"] == 2 < 6  # stopped by the trainer's stop hook, not trained out
+        assert not info.resumable  # a pruned trial is not offered for resuming
+        with pytest.raises(StoreError, match="pruned trial is not resumed"):
+            resume_run(t.user_attrs["run_id"], RunStore(runs))
 
 
 def test_failing_trials_are_reported_in_one_sentence_and_the_worker_gives_up(tmp_path, monkeypatch):
