@@ -362,7 +362,7 @@ def save_projections(run, methods=("pca", "umap")) -> list[str]:
 
 
 class StoredProjection:
-    """A 2-D map read from a run folder, with the interface explore_support uses of an
+    """A 2-D map read from a run folder, with the interface the app's map code (ui/maps.py) uses of an
     `EmbeddingProjection` (`embedding_`, `transform`). PCA transforms exactly (x - mean) @ Cᵀ.
     UMAP returns the exact placement for the vectors stored at precompute time (the run's probe
     negatives) and places any other vector at the weighted mean of its nearest items' coordinates,

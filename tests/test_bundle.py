@@ -184,9 +184,9 @@ def test_read_only_every_page_says_so_and_offers_no_training(bundle, monkeypatch
     assert not at.exception, [e.value for e in at.exception]
     assert at.button(key="demo_run").disabled
     # the bundle's generated world is offered in the sidebar of a read-only app
-    import app_support as sup
+    from ui import data
 
-    assert sup.dataset_label(TINY) in at.sidebar.selectbox(key="dataset").options
+    assert data.dataset_label(TINY) in at.sidebar.selectbox(key="dataset").options
     with pytest.raises(ValueError):
         at.switch_page("pages/3_train.py")  # not even a page of the app
     pages = ["pages/1_home.py", "pages/2_data_and_shift.py", "pages/4_compare_runs.py", "pages/5_denoising.py",

@@ -191,7 +191,7 @@ def test_negatives_map_renders_for_all_probe_users_and_one_user(store):
 
 
 def test_negatives_map_chart_has_a_layer_per_sampler_sized_by_distance_to_the_nearest_item(store):
-    import explore_support as es
+    from ui import maps, theme
 
     at = app("6_negatives_map.py", store["ids"]["demo"], map_umap=False)
     at.run()
@@ -212,7 +212,7 @@ def test_negatives_map_chart_has_a_layer_per_sampler_sized_by_distance_to_the_ne
     dist, size = {}, {}
     for name in layers:
         t = traces[name]
-        assert t["marker"]["symbol"] == es.layer_style(name, steps)[1]
+        assert t["marker"]["symbol"] == theme.sampler_style(name, steps)[1]
         size[name] = arr(t["marker"]["size"]).astype(float)
         assert size[name].shape == arr(t["x"]).shape and len(size[name]) >= 1  # one size per point
         marked = ["dist to nearest item/‖pos‖" in h for h in t["hovertext"]]
@@ -324,7 +324,7 @@ def test_schedule_lab_refits_in_the_background_and_reports_per_step(store):
 
 
 def test_schedule_lab_starts_a_full_run_with_the_schedule(store):
-    import app_support as sup
+    from ui import tasks
 
     at = app("8_schedule_lab.py", store["ids"]["demo"])
     at.run()
@@ -332,12 +332,12 @@ def test_schedule_lab_starts_a_full_run_with_the_schedule(store):
     at.button(key="lab_train").click().run()
     no_exception(at)
     assert "Training started" in texts(at.success)
-    job = next(j for j in sup.job_manager().jobs() if j["tag"] == "lab")
+    job = next(j for j in tasks.job_manager().jobs() if j["tag"] == "lab")
     assert job["samplers"] == ["cnsdiff"]
     deadline = time.time() + 60
-    while sup.job_manager().get(job["job_id"])["status"] in ("queued", "running") and time.time() < deadline:
+    while tasks.job_manager().get(job["job_id"])["status"] in ("queued", "running") and time.time() < deadline:
         time.sleep(0.5)
-    done = sup.job_manager().get(job["job_id"])
+    done = tasks.job_manager().get(job["job_id"])
     assert done["status"] == "finished", done["message"]
     cfg = store["store"].load(done["run_ids"][0]).config
     assert cfg.schedule == "linear-var" and cfg.sampler == "cnsdiff"  # schedule B of a demo (cosine) run
@@ -356,12 +356,12 @@ def test_pages_explain_what_to_do_without_runs(tmp_path, monkeypatch, page):
 # --- UMAP (numba compile: slow) -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_negatives_map_swaps_in_umap_when_ready(store):
-    import explore_support as es
+    from ui import maps, theme
 
     at = app("6_negatives_map.py", store["ids"]["demo"], map_umap=True)
     at.run()
     no_exception(at)
-    job = es.map_job(store["ids"]["demo"])
+    job = maps.map_job(store["ids"]["demo"])
     deadline = time.time() + 300
     while job.status in ("queued", "running") and time.time() < deadline:
         time.sleep(1)

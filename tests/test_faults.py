@@ -186,9 +186,9 @@ def test_compare_page_lists_damaged_runs_with_reasons(damaged_store, monkeypatch
     for run_id, name in cases.items():
         assert table.loc[run_id, "status"] == "damaged" and name in table.loc[run_id, "reason"]
     # the explore pages offer only the intact run
-    import explore_support as es
+    from ui import cache
 
-    assert {i.run_id for i in es.explorable_runs()} == {good_id, "20200101-000003-bad-pid"}
+    assert {i.run_id for i in cache.explorable_runs()} == {good_id, "20200101-000003-bad-pid"}
 
 
 # --- failed writes ---------------------------------------------------------------------------------------

@@ -51,3 +51,37 @@ def test_test_tools_are_not_run_time_requirements():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 mods = [a.name for a in node.names] + [getattr(node, "module", "") or ""]
                 assert not any(m.split(".")[0] in TEST_TOOLS for m in mods), path
+
+
+def _string_literals(path: pathlib.Path) -> list[str]:
+    return [n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str)]
+
+
+def test_one_list_of_pages():
+    """Page files are named in ui/pages.py only; every file in pages/ is on that list."""
+    import re
+
+    from ui.pages import PAGES
+
+    assert sorted(p.file for p in PAGES) == sorted(f"pages/{p.name}" for p in (ROOT / "pages").glob("*.py"))
+    named = re.compile(r"(^|/)\d_\w+\.py$")
+    for path in [*ROOT.glob("*.py"), *(ROOT / "pages").glob("*.py"), *(ROOT / "ui").rglob("*.py"),
+                 *(ROOT / "cnsdiff_core").rglob("*.py")]:
+        if path.name == "pages.py" and path.parent.name == "ui":
+            continue
+        assert not [s for s in _string_literals(path) if named.search(s)], path
+    assert len({p.url_path for p in PAGES}) == len(PAGES)
+
+
+def test_the_ui_is_one_package_and_the_core_never_imports_it():
+    assert not (ROOT / "app_support.py").exists() and not (ROOT / "explore_support.py").exists()
+    for path in (ROOT / "cnsdiff_core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", "") or ""]
+                assert not any(n == "ui" or n.startswith("ui.") for n in names), path
+    # the private-API workaround of Streamlit's routing lives in one module
+    users = [p for p in [*ROOT.glob("*.py"), *(ROOT / "ui").rglob("*.py"), *(ROOT / "pages").glob("*.py")]
+             if "PagesManager" in p.read_text()]
+    assert users == [ROOT / "ui" / "routing.py"]

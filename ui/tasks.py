@@ -7,7 +7,10 @@ from typing import Any, Callable, Iterable
 
 import streamlit as st
 
-from cnsdiff_core.tasks import ACTIVE, Task, format_eta  # noqa: F401 (pages use format_eta through here)
+from cnsdiff_core.jobs import JobManager, job_progress_text
+from cnsdiff_core.tasks import ACTIVE, Task
+
+KEY_JOBS = "my_job_ids"  # ids of the jobs this session started (the JobManager is process-wide)
 
 STATUS_ICONS = {"finished": "✅", "early-stopped": "✅", "stopped": "⏹️", "running": "⏳",
                 "queued": "⏳", "interrupted": "⚠️", "failed": "❌", "damaged": "❌"}
@@ -58,3 +61,30 @@ def progress(task: Task, text: str, stop_key: str | None = None, stop_label: str
     if stop_key is not None:
         st.button(stop_label, key=stop_key, on_click=task.stop, disabled=task.stop_requested,
                   icon=":material/stop:", help="Stops at the next check; what was done is kept.")
+
+
+# --- training jobs (cnsdiff_core.jobs; one manager per process, CNSDIFF_MAX_JOBS at once) ------------
+@st.cache_resource(show_spinner=False)
+def job_manager() -> JobManager:
+    return JobManager()
+
+
+def remember_job(job_id: str) -> None:
+    ids = st.session_state.setdefault(KEY_JOBS, [])
+    if job_id not in ids:
+        ids.append(job_id)
+
+
+def my_jobs() -> list[dict]:
+    """Jobs this session started plus every active job of the process (other tabs), newest first."""
+    mine = set(st.session_state.get(KEY_JOBS, []))
+    return [j for j in job_manager().jobs() if j["job_id"] in mine or j["status"] in ACTIVE]
+
+
+def job_progress(job: dict, stop_key: str | None = None, stop_label: str = "Stop", title: str = "") -> None:
+    """A progress bar for an active training job snapshot, with a Stop button when stop_key is given."""
+    st.progress(job["fraction"], text=(f"{title}: " if title else "") + job_progress_text(job))
+    if stop_key is not None:
+        st.button(stop_label, key=stop_key, on_click=job_manager().stop, args=(job["job_id"],),
+                  disabled=job["stop_requested"], icon=":material/stop:",
+                  help="Stops after the current batch; what was trained is kept as 'stopped'.")
