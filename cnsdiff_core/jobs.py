@@ -15,7 +15,8 @@ from pathlib import Path
 from .config import TrainConfig
 from .data import load_dataset
 from .events import BatchDone, EpochDone, Event, Started, TrialStarted
-from .runs import RunStore, default_root, resume_run, train_and_store
+from .runs import RunStore, default_root
+from .recorder import resume_run, train_and_store
 from .tasks import ACTIVE, Task, TaskFailed, TaskPool, TaskStopped, format_eta
 
 _log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ TITLES = {"pages/1_home.py": "CNSDiff explorer", "pages/2_data_and_shift.py": "D
 def store_root(tmp_path_factory):
     """One run store for the module, with two quick RNS runs trained directly by the engine."""
     from cnsdiff_core.config import preset_config
-    from cnsdiff_core.runs import RunStore, train_and_store
+    from cnsdiff_core.runs import RunStore
+    from cnsdiff_core.recorder import train_and_store
 
     root = tmp_path_factory.mktemp("runs")
     mp = pytest.MonkeyPatch()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cnsdiff_core import bundle as bd
+from cnsdiff_core import stored_maps
 from cnsdiff_core.config import PRESETS, preset_config
 from cnsdiff_core.data import DataError, load_dataset, parse_synthetic
 from cnsdiff_core.runs import RunStore
@@ -134,7 +135,7 @@ def test_umap_interpolation_places_vectors_near_their_items():
     coords = (spots[label] + 0.3 * rng.normal(size=(200, 2))).astype(np.float32)
     known = rng.normal(size=(5, 16)).astype(np.float32)
     proj = bd.StoredProjection("umap", coords, items, n_neighbors=15,
-                               known={bd._vec_key(known): np.full((5, 2), 3.0, np.float32)})
+                               known={stored_maps._vec_key(known): np.full((5, 2), 3.0, np.float32)})
     # a new vector of a cluster (any norm: the map is cosine) lands on that cluster's spot
     new = (centers + 0.1 * rng.normal(size=(8, 16))) * rng.uniform(0.5, 3, size=(8, 1))
     got = proj.transform(new)

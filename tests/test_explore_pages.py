@@ -14,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 from cnsdiff_core import explore as ex
 from cnsdiff_core.config import preset_config
 from cnsdiff_core.data import load_dataset
-from cnsdiff_core.runs import RunStore, train_and_store
+from cnsdiff_core.runs import RunStore
+from cnsdiff_core.recorder import train_and_store
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
 WORLD = "synthetic:n_users=70,n_items=90,interactions_per_user=9,random_exposures_per_user=15,confounding={c}"
@@ -191,7 +192,7 @@ def test_negatives_map_renders_for_all_probe_users_and_one_user(store):
 
 
 def test_negatives_map_chart_has_a_layer_per_sampler_sized_by_distance_to_the_nearest_item(store):
-    from ui import maps, theme
+    from ui import theme
 
     at = app("6_negatives_map.py", store["ids"]["demo"], map_umap=False)
     at.run()
@@ -356,7 +357,7 @@ def test_pages_explain_what_to_do_without_runs(tmp_path, monkeypatch, page):
 # --- UMAP (numba compile: slow) -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_negatives_map_swaps_in_umap_when_ready(store):
-    from ui import maps, theme
+    from ui import maps
 
     at = app("6_negatives_map.py", store["ids"]["demo"], map_umap=True)
     at.run()

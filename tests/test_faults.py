@@ -19,7 +19,8 @@ import pytest
 
 from cnsdiff_core.events import EpochDone
 from cnsdiff_core.config import preset_config
-from cnsdiff_core.runs import RunStore, StoreError, resume_run, train_and_store
+from cnsdiff_core.runs import RunStore, StoreError
+from cnsdiff_core.recorder import resume_run, train_and_store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "synthetic:n_users=60,n_items=80,interactions_per_user=8,random_exposures_per_user=10,confounding=0.5"

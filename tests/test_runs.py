@@ -9,7 +9,8 @@ import pytest
 
 from cnsdiff_core import runs_table
 from cnsdiff_core.config import preset_config
-from cnsdiff_core.runs import RunStore, StoreError, train_and_store, write_json
+from cnsdiff_core.runs import RunStore, StoreError, write_json
+from cnsdiff_core.recorder import train_and_store
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ def test_core_does_not_import_streamlit():
 
 def test_only_the_cli_prints():
     for path in (ROOT / "cnsdiff_core").rglob("*.py"):
-        if path.name in ("cli.py",):
+        if path.name in ("cli.py", "commands.py"):
             continue
         tree = ast.parse(path.read_text())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print"]
@@ -85,3 +85,22 @@ def test_the_ui_is_one_package_and_the_core_never_imports_it():
     users = [p for p in [*ROOT.glob("*.py"), *(ROOT / "ui").rglob("*.py"), *(ROOT / "pages").glob("*.py")]
              if "PagesManager" in p.read_text()]
     assert users == [ROOT / "ui" / "routing.py"]
+
+
+# Modules allowed past ~400 lines, each with its reason (everything else stays under it).
+LONG_MODULES = {
+    "cnsdiff_core/data/loaders.py": "one loader object per format plus the shared reading, cleaning and "
+                                    "time parsing every format goes through",
+    "cnsdiff_core/data/splits.py": "the five shift splits share their assembly and de-duplication helpers",
+    "cnsdiff_core/tune.py": "one study's life: spec, sampler, pruner, trial objective, workers and browsing "
+                            "(its storages are in study_storage.py)",
+    "scripts/load_test.py": "one self-contained load-test tool (server, browsers, report)",
+}
+
+
+def test_no_module_is_long_without_a_reason():
+    paths = [*(ROOT / "cnsdiff_core").rglob("*.py"), *(ROOT / "ui").rglob("*.py"), *(ROOT / "pages").glob("*.py"),
+             *(ROOT / "scripts").glob("*.py"), *ROOT.glob("*.py")]
+    long = {str(p.relative_to(ROOT)): n for p in paths if (n := len(p.read_text().splitlines())) > 400}
+    assert set(long) <= set(LONG_MODULES), {k: v for k, v in long.items() if k not in LONG_MODULES}
+    assert all(n < 480 for n in long.values()), long

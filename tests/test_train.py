@@ -6,7 +6,8 @@ import torch
 
 from cnsdiff_core.events import EpochDone
 from cnsdiff_core.config import preset_config
-from cnsdiff_core.runs import RunStore, resume_run, train_and_store
+from cnsdiff_core.runs import RunStore
+from cnsdiff_core.recorder import resume_run, train_and_store
 from cnsdiff_core.train import Trainer, TrainingError
 
 

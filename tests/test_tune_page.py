@@ -10,7 +10,8 @@ from optuna.trial import TrialState
 from streamlit.testing.v1 import AppTest
 
 from cnsdiff_core.runs import RunStore
-from cnsdiff_core.tune import default_storage_url, open_storage, run_study
+from cnsdiff_core.study_storage import default_storage_url, open_storage
+from cnsdiff_core.tune import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")

@@ -17,7 +17,7 @@ TUNE_SAMPLERS = (METHOD, *BASELINES)  # the method first: the app is about it
 def study_storages() -> list[str]:
     """Storages the Tune page offers: the runs folder's SQLite file (where the page starts studies;
     in read-only mode only when it exists) and journal files in the runs folder and results/studies."""
-    from cnsdiff_core.tune import DEFAULT_DB, default_storage_url
+    from cnsdiff_core.study_storage import DEFAULT_DB, default_storage_url
 
     out = []
     if (cache.runs_root() / DEFAULT_DB).is_file() or not state.read_only():
@@ -31,21 +31,21 @@ def study_storages() -> list[str]:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def study_storage(url: str):
     """An open Optuna storage, shared by every session (its engine / journal reader are thread-safe)."""
-    from cnsdiff_core.tune import open_storage
+    from cnsdiff_core.study_storage import open_storage
 
     return open_storage(url)[0]
 
 
 def storage_exists(url: str) -> bool:
     """False for a SQLite or journal file that is not there yet (opening it would create it)."""
-    from cnsdiff_core.tune import journal_path
+    from cnsdiff_core.study_storage import journal_path
 
     path = journal_path(url) or (Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None)
     return path is None or path.is_file()
 
 
 def storage_label(url: str) -> str:
-    from cnsdiff_core.tune import DEFAULT_DB, journal_path
+    from cnsdiff_core.study_storage import DEFAULT_DB, journal_path
 
     path = journal_path(url)
     if path is not None:

@@ -9,9 +9,10 @@ from .ids import IdMap
 from .loaders import FORMATS, detect_format, read_interactions
 from .positives import to_positives
 from .registry import data_root_path, list_datasets, load_dataset, parse_synthetic, validate_files
-from .splits import (InteractionLog, exposure_split, given_split, popularity_split, random_split,
-                     shift_report, split, temporal_split)
-from .synthetic import World, WorldConfig, generate_world, load_world, save_world, world_dataset
+from .shift_report import shift_report
+from .splits import InteractionLog, exposure_split, given_split, popularity_split, random_split, split, temporal_split
+from .synthetic import World, WorldConfig, generate_world, world_dataset
+from .world_files import load_world, save_world
 
 __all__ = [
     "SHIFTS", "DataError", "Dataset", "GroundTruth",

@@ -30,7 +30,8 @@ from .ids import IdMap
 from .loaders import read_interactions
 from .positives import to_positives
 from .splits import InteractionLog, split
-from .synthetic import WorldConfig, generate_world, load_world, world_dataset
+from .synthetic import WorldConfig, generate_world, world_dataset
+from .world_files import load_world
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_WORLD = REPO_ROOT / "sample_data" / "world"

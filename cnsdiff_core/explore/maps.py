@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..bundle import StoredProjection, load_projection
+from ..stored_maps import StoredProjection, load_projection
 from ..data.dataset import Dataset
 from ..projection import EmbeddingProjection, warm_umap
 from ..tasks import Status, Task, TaskPool
