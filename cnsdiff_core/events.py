@@ -1,15 +1,29 @@
-"""What the trainer announces while it trains, as typed events: a callback is any callable that
+"""What the trainer announces while it trains, as typed events, and the result it returns: a callback is any callable that
 takes one event and looks at the kinds it cares about (`isinstance` or `match`). The run store
 writes files from them, the command line draws its progress bar, background tasks keep progress
 and curves, a tuning study reports epochs to its pruner.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Union
 
-if TYPE_CHECKING:
-    from .train import TrainResult
+import numpy as np
+
+
+@dataclass
+class TrainResult:
+    status: str  # finished | stopped | early-stopped | failed
+    message: str
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    metrics: dict[str, float]  # valid_*, iid_*, ood_* at the selected epoch
+    history: list[dict] = field(default_factory=list)
+    diagnostics: list[dict] = field(default_factory=list)
+    per_user: dict[str, np.ndarray] = field(default_factory=dict)
+    user_emb: np.ndarray | None = None
+    item_emb: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -15,7 +17,7 @@ import torch
 
 from .config import ConfigError, TrainConfig
 from .events import BestSelected, Checkpoint, EpochDone, Event, Finished, Snapshot, Started
-from .runs import Run, RunInfo, RunStore, StoreError, write_csv, write_json, write_npz, write_torch
+from .runs import RUNS_ENV, Run, RunInfo, RunStore, StoreError, write_csv, write_json, write_npz, write_torch
 
 
 @functools.lru_cache(maxsize=1)
@@ -144,7 +146,7 @@ def train_and_store(cfg: TrainConfig, store: RunStore | None = None, callbacks: 
         info["shift_report"] = shift_report(data)
     except Exception as exc:  # the report is informative only; never lose a run over it
         info["shift_report"] = {"error": str(exc)}
-    writer = store.create(cfg, info, meta)
+    writer = create_run(store, cfg, info, meta)
     if on_created:
         on_created(writer.run_id)
     try:
@@ -194,3 +196,38 @@ def _best_so_far(run: Run, cfg: TrainConfig) -> tuple[dict | None, dict | None]:
     if rows.empty:
         return None, None
     return rows.iloc[0].to_dict(), {"model": weights["model"], "sampler": weights.get("sampler", {})}
+
+
+def create_run(store: RunStore, cfg: TrainConfig, data_info: dict | None = None,
+               meta: dict | None = None) -> RunWriter:
+    """A new run folder in the store (never an existing one) and the RunWriter that fills it."""
+    try:
+        store.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the runs folder {store.root} ({exc.strerror}); set {RUNS_ENV} "
+                         "to a writable folder.") from None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = _slug(cfg.dataset)
+    for _ in range(20):
+        run_id = f"{stamp}-{name}-{cfg.sampler}-{cfg.preset}-{secrets.token_hex(2)}"
+        try:
+            (store.root / run_id).mkdir()  # exclusive: an existing run is never reused
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot create a run folder in {store.root} ({exc.strerror}); set "
+                             f"{RUNS_ENV} to a writable folder.") from None
+    else:
+        raise StoreError(f"could not find a free run name in {store.root}; try again.")
+    try:
+        return RunWriter(store.root / run_id, cfg, data_info or {}, meta=meta)
+    except StoreError:  # nothing written yet (disk full, read-only): leave no empty folder behind
+        shutil.rmtree(store.root / run_id, ignore_errors=True)
+        raise
+
+
+def _slug(text: str) -> str:
+    base = Path(str(text)).name or "data"
+    keep = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in base.split(":")[0])
+    return keep[:24] or "data"

@@ -15,16 +15,13 @@ Layout of a run folder:
   per_user.npz       per-user Recall/NDCG@20 on IID and OOD test (paired tests)
   negatives_*.npz    probe negatives of every sampler at chosen epochs and at the selected one
 Every file is written to a temporary name and renamed, so a reader never sees half a file; a run
-folder is created exclusively and never overwritten. Training into a run folder: `recorder`.
+folder is created exclusively and never overwritten (`recorder.create_run`), and training writes it (`recorder`).
 """
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -207,36 +204,6 @@ class RunStore:
             raise StoreError(f"run {run_id} is damaged ({info.message}); delete it or train it again.")
         return Run(info)
 
-    # --- writing -----------------------------------------------------------------------------------
-    def create(self, cfg: TrainConfig, data_info: dict | None = None, meta: dict | None = None):
-        """A new run folder (never an existing one) and the RunWriter (`recorder`) that fills it."""
-        from .recorder import RunWriter
-
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the runs folder {self.root} ({exc.strerror}); set {RUNS_ENV} "
-                             "to a writable folder.") from None
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = _slug(cfg.dataset)
-        for _ in range(20):
-            run_id = f"{stamp}-{name}-{cfg.sampler}-{cfg.preset}-{secrets.token_hex(2)}"
-            try:
-                (self.root / run_id).mkdir()  # exclusive: an existing run is never reused
-                break
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise StoreError(f"cannot create a run folder in {self.root} ({exc.strerror}); set "
-                                 f"{RUNS_ENV} to a writable folder.") from None
-        else:
-            raise StoreError(f"could not find a free run name in {self.root}; try again.")
-        try:
-            return RunWriter(self.root / run_id, cfg, data_info or {}, meta=meta)
-        except StoreError:  # nothing written yet (disk full, read-only): leave no empty folder behind
-            shutil.rmtree(self.root / run_id, ignore_errors=True)
-            raise
-
 
 def _read_json_object(path: Path) -> tuple[dict, str]:
     """(object, '') or ({}, why it cannot be used) for a small JSON file of a run."""
@@ -291,12 +258,6 @@ def _mtime(p: Path) -> float:
         return p.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _slug(text: str) -> str:
-    base = Path(str(text)).name or "data"
-    keep = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in base.split(":")[0])
-    return keep[:24] or "data"
 
 
 class Run:

@@ -21,6 +21,9 @@ DEVICES = ("auto", "cpu", "cuda")
 TEST_EVALS = ("every-epoch", "selected")
 ENV_KINDS = ("auto", "time", "popularity")
 SANITY_CAP = 1e6  # above this a rate, weight or Beta parameter is a typo, not a setting
+# What the samplers and the diffusion code receive as `cfg`: a config.TrainConfig. config.py builds
+# that class from the samplers' own settings, so they read its fields without importing it.
+Config = Any
 
 
 class ConfigError(ValueError):

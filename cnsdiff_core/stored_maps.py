@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .projection import check_vectors
+from .diagnostics import parse_series_key
+from .projection import check_vectors, fit_item_map
+from .samplers import SYNTHESIZING
 
 PROJECTION_FILES = {"pca": "projection_pca.npz", "umap": "projection_umap.npz"}
 
@@ -34,7 +36,6 @@ def _vec_key(vec: np.ndarray) -> str:
 
 def save_projections(run, methods=("pca", "umap")) -> list[str]:
     """Fit the run's item maps and store them next to its embeddings; returns the methods done."""
-    from .explore import SYNTHESIZING, fit_item_map, sampler_key
     from .projection import warm_umap
     from .runs import write_npz
 
@@ -54,7 +55,7 @@ def save_projections(run, methods=("pca", "umap")) -> list[str]:
         else:  # the exact UMAP transform of the stored synthesized negatives (negatives map)
             k = 0
             for key, arr in run.negatives("best").items():
-                if key.startswith("_") or sampler_key(key)[0] not in SYNTHESIZING or "vec" not in arr:
+                if key.startswith("_") or parse_series_key(key)[0] not in SYNTHESIZING or "vec" not in arr:
                     continue
                 arrays[f"known_{k}_key"] = np.array(_vec_key(arr["vec"]))
                 arrays[f"known_{k}_xy"] = proj.transform(arr["vec"]).astype(np.float32)

@@ -22,7 +22,8 @@ import torch
 from .config import TrainConfig
 from .data.dataset import Dataset
 from .diagnostics import make_probe, probe_diagnostics
-from .events import BatchDone, BestSelected, Callback, Checkpoint, EpochDone, Event, Finished, Snapshot, Started
+from .events import (BatchDone, BestSelected, Callback, Checkpoint, EpochDone, Event, Finished, Snapshot, Started,
+                     TrainResult)
 from .metrics import EvalResult, embedding_scorer, evaluate
 from .model import LightGCN, bpr_loss, normalized_adjacency
 from .samplers import PROBED, BatchContext, NegativePool, make_sampler
@@ -55,21 +56,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-@dataclass
-class TrainResult:
-    status: str  # finished | stopped | early-stopped | failed
-    message: str
-    best_epoch: int
-    epochs_run: int
-    seconds: float
-    metrics: dict[str, float]  # valid_*, iid_*, ood_* at the selected epoch
-    history: list[dict] = field(default_factory=list)
-    diagnostics: list[dict] = field(default_factory=list)
-    per_user: dict[str, np.ndarray] = field(default_factory=dict)
-    user_emb: np.ndarray | None = None
-    item_emb: np.ndarray | None = None
 
 
 def _prefixed(prefix: str, res: EvalResult) -> dict[str, float]:

@@ -78,7 +78,6 @@ def step_report(cfg: TrainConfig, denoiser: Denoiser, data: Dataset, user_emb: n
     items_e = torch.as_tensor(np.asarray(item_emb, dtype=np.float32))
     user_e = torch.as_tensor(np.asarray(user_emb, dtype=np.float32))[probe.users]
     pos_e = items_e[probe.pos]
-    s_pos = (user_e * pos_e).sum(-1)
     sched = NoiseSchedule.from_config(cfg).tensors("cpu")
     steps = cfg.hardness_steps()
     stops = [cfg.stop_for(s) for s in steps]

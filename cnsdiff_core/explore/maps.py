@@ -10,15 +10,10 @@ import pandas as pd
 
 from ..stored_maps import StoredProjection, load_projection
 from ..data.dataset import Dataset
-from ..projection import EmbeddingProjection, warm_umap
+from ..projection import EmbeddingProjection, fit_item_map, warm_umap
 from ..tasks import Status, Task, TaskPool
 from ..samplers import SYNTHESIZING
 from .common import ExploreError, id_labels, sampler_key, user_items
-
-
-def fit_item_map(item_emb: np.ndarray, method: str = "pca", random_state: int = 0) -> EmbeddingProjection:
-    """Fit a 2-D map on the item embeddings only; everything else is placed with `transform`."""
-    return EmbeddingProjection(method, random_state=random_state).fit(np.asarray(item_emb, dtype=np.float32))
 
 
 def item_frame(data: Dataset, coords: np.ndarray, n_env: int = 4) -> pd.DataFrame:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:  # config collects the samplers' settings, so it cannot be imported from here
-    from ..config import TrainConfig
+from ..settings import Config
 
 
 class NegativePool:
@@ -124,7 +123,7 @@ class Sampler:
     # its own settings: {key: settings.setting(...)}, TrainConfig fields named `<name>_<key>`
     settings: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, cfg: Config, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
         self.opts = SimpleNamespace(**{key: getattr(cfg, self.field(key)) for key in self.settings})
 
@@ -138,7 +137,7 @@ class Sampler:
         return cls.label.split(" (")[0] or cls.name
 
     @classmethod
-    def epoch_flops(cls, cfg: TrainConfig, batch: int, n_batches: int, device_type: str) -> dict[str, float]:
+    def epoch_flops(cls, cfg: Config, batch: int, n_batches: int, device_type: str) -> dict[str, float]:
         """Floating-point operations of one epoch beyond the backbone's propagation and BPR (for
         `bench`), by part; fwd + bwd count about 3x fwd."""
         return {}

@@ -8,17 +8,13 @@ schedule lab, the Denoising page), the presets paper / reference / tuned are set
 method, and stored runs and documented commands name the fields as they are."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
 from ..diffusion import DenoiserTrainer, synthesize_candidates
-from ..settings import CAUSAL, LOSS_WEIGHTINGS, SCHEDULES
+from ..settings import CAUSAL, LOSS_WEIGHTINGS, SCHEDULES, Config
 from .base import BatchContext, NegativeBatch, Sampler, score_candidates
 
-if TYPE_CHECKING:
-    from ..config import TrainConfig
 
 
 class CNSDiffSampler(Sampler):
@@ -32,7 +28,7 @@ class CNSDiffSampler(Sampler):
     has_denoiser = True
     probe_alongside = False  # its candidates need the run's trained denoiser
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, cfg: Config, device: torch.device) -> None:
         super().__init__(cfg, device)
         self.trainer = DenoiserTrainer(cfg, device)  # the denoiser, its schedule, loss weights, optimizer
         self.denoiser, self.sched = self.trainer.denoiser, self.trainer.sched
