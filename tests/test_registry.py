@@ -128,13 +128,8 @@ at.switch_page("pages/3_train.py").run()
 options = list(at.multiselect(key="train_samplers").options)
 from cnsdiff_core.bundle import bundle_plan
 from cnsdiff_core.experiment import ROW_ORDER
-try:
-    from ui.theme import sampler_color, sampler_style
-    style = sampler_style("hardest", [])
-except ImportError:
-    from app_support import sampler_color
-    from explore_support import layer_style
-    style = layer_style("hardest", [])
+from ui.theme import sampler_color, sampler_style
+style = sampler_style("hardest", [])
 print(json.dumps({"options": options, "color": sampler_color("hardest"), "style": list(style),
                   "exceptions": [str(e.value) for e in at.exception], "rows": list(ROW_ORDER),
                   "plan": sorted({p.sampler for p in bundle_plan()})}))
