@@ -12,6 +12,7 @@ from typing import Iterator
 import torch
 
 from .config import preset_config
+from .samplers import METHOD, UNIFORM, sampler_class
 from .train import Trainer, device_label, resolve_device
 
 
@@ -32,25 +33,12 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> flo
 
 def epoch_flops(cfg, n_train: int, n_users: int, n_items: int, device_type: str = "cpu") -> dict[str, float]:
     """Floating-point operations of one training epoch, counted from the shapes (fwd + bwd ~ 3x fwd)."""
-    B, d, L, H = min(cfg.batch_size, n_train), cfg.dim, cfg.layers, cfg.denoiser_hidden
+    B, d, L = min(cfg.batch_size, n_train), cfg.dim, cfg.layers
     n_batches = -(-n_train // B)
     nnz = 2 * n_train
     out = {"propagation": 3 * L * 2 * nnz * d * n_batches,  # sparse (U+I)x(U+I) times (U+I)xd per layer
            "bpr": 3 * 2 * 2 * B * d * n_batches}
-    if cfg.sampler == "cnsdiff":
-        steps = cfg.hardness_steps()
-        lengths = [cfg.steps if cfg.reverse_from_T else s - cfg.stop_for(s) for s in steps]
-        # CUDA runs the S chains batched for the longest chain's length, CPU each chain for its own
-        # length (synthesize_candidates)
-        n_den = len(steps) * max(lengths) if device_type == "cuda" else sum(lengths)
-        per_call = 2 * B * (d * H + H * d)
-        out["synthesis"] = n_den * per_call * n_batches
-        m = cfg.cl_negatives if cfg.cl_negatives > 0 else 2 * B
-        out["contrastive"] = 3 * 2 * B * m * d * n_batches
-        out["denoiser update"] = 3 * per_call * n_batches
-    elif cfg.sampler in ("dns", "ahns", "mixgcf"):
-        m = {"dns": cfg.dns_candidates, "ahns": cfg.ahns_candidates, "mixgcf": cfg.mixgcf_candidates}[cfg.sampler]
-        out["candidate scoring"] = 2 * B * m * d * (cfg.layers + 1 if cfg.sampler == "mixgcf" else 1) * n_batches
+    out |= sampler_class(cfg.sampler).epoch_flops(cfg, B, n_batches, device_type)
     return out
 
 
@@ -62,30 +50,23 @@ def bench_one(data, sampler: str, preset: str, epochs: int, device: str, threads
     extra = {} if threads is None else {"cpu_threads": threads}
     cfg = preset_config(preset, sampler=sampler, dataset=data.name, epochs=max(epochs, 1), patience=0,
                         device=device, **extra)
-    trainer = Trainer(cfg, data)
-    trainer.setup()
-    trainer.profile = True
+    trainer = Trainer(cfg, data, profile=True).setup()
     dev = trainer.device
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    trainer._train_epoch(0, time.perf_counter())  # warm-up epoch (allocator, kernels) not counted
+    trainer.train_epoch(0)  # warm-up epoch (allocator, kernels) not counted
     trainer.phase_seconds.clear()
     t = time.perf_counter()
     for e in range(1, epochs + 1):
-        trainer._train_epoch(e, time.perf_counter())
+        trainer.train_epoch(e)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     per_epoch = (time.perf_counter() - t) / epochs
-    trainer.model.eval()
-    with torch.no_grad():
-        te = time.perf_counter()
-        ue, ie = trainer.model.propagate()
-        trainer._evaluate(data.test_iid, ue, ie)
-        trainer._evaluate(data.test_ood, ue, ie)
-        trainer._evaluate(data.valid, ue, ie)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        eval_s = time.perf_counter() - te
+    te = time.perf_counter()
+    trainer.evaluate("iid", "ood", "valid")
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    eval_s = time.perf_counter() - te
     mem = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
     phases = {k: v / epochs for k, v in trainer.phase_seconds.items()}
     flops = epoch_flops(cfg, len(data.train), data.n_users, data.n_items, dev.type)
@@ -109,8 +90,8 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 2, device: str = "aut
     yield f"time per epoch = mean over {epochs} epoch(s) after one warm-up epoch; evaluation = valid + IID + OOD full ranking"
     for name in datasets:
         data = load_dataset(name)
-        rows = [bench_one(data, s, "tuned", epochs, device, threads) for s in ("rns", "cnsdiff")]
-        rns, cns = rows
+        rows = [bench_one(data, s, "tuned", epochs, device, threads) for s in (UNIFORM, METHOD)]
+        base, method = rows
         yield ""
         yield f"== {name}: {data.n_users} users, {data.n_items} items, {len(data.train)} training interactions"
         for r in rows:
@@ -124,7 +105,8 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 2, device: str = "aut
                               for k, v in sorted(r["phases"].items(), key=lambda kv: -kv[1]))
             yield f"         where the time goes: {parts}; other {max(r['s_per_epoch'] - phase_total, 0):.3f}s"
             yield "         FLOP by part: " + ", ".join(f"{k} {v / 1e9:.2f}G" for k, v in r["flops"].items())
-        yield f"CNSDiff / RNS time per epoch: {cns['s_per_epoch'] / rns['s_per_epoch']:.2f}x"
+        yield (f"{sampler_class(METHOD).short_label()} / {sampler_class(UNIFORM).short_label()} time per epoch: "
+               f"{method['s_per_epoch'] / base['s_per_epoch']:.2f}x")
 
 
 def scale_one(n_users: int, n_items: int, per_user: int, sampler: str, device: str = "cpu") -> dict:
@@ -139,24 +121,20 @@ def scale_one(n_users: int, n_items: int, per_user: int, sampler: str, device: s
     gen_s = time.perf_counter() - t
     cfg = preset_config("tuned", sampler=sampler, dataset="synthetic", epochs=2, patience=0, device=device,
                         eval_batch_users=256)
-    trainer = Trainer(cfg, data)
-    trainer.setup()
-    trainer._train_epoch(0, time.perf_counter())
+    trainer = Trainer(cfg, data).setup()
+    trainer.train_epoch(0)
     t = time.perf_counter()
-    trainer._train_epoch(1, time.perf_counter())
+    trainer.train_epoch(1)
     epoch_s = time.perf_counter() - t
-    trainer.model.eval()
-    with torch.no_grad():
-        t = time.perf_counter()
-        ue, ie = trainer.model.propagate()
-        trainer._evaluate(data.test_ood, ue, ie)
-        eval_s = time.perf_counter() - t
+    t = time.perf_counter()
+    trainer.evaluate("ood")
+    eval_s = time.perf_counter() - t
     return {"users": data.n_users, "items": data.n_items, "train": len(data.train), "sampler": sampler,
             "generate_s": gen_s, "s_per_epoch": epoch_s, "eval_ood_s": eval_s, "peak_rss_mb": peak_rss_mb()}
 
 
 def run_scale(sizes=(5_000, 10_000, 20_000), n_items: int = 100_000, per_user: int = 50,
-              samplers=("rns", "cnsdiff")) -> Iterator[str]:
+              samplers=(UNIFORM, METHOD)) -> Iterator[str]:
     """World sizes with 100k items and n_users * per_user logged interactions, each size and
     sampler in a fresh process (peak memory per size)."""
     import json
