@@ -14,6 +14,7 @@ import torch
 
 from . import fastops
 from .config import preset_config
+from .samplers import METHOD, UNIFORM, sampler_class
 from .train import Trainer, device_label, resolve_device
 
 
@@ -36,25 +37,12 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10, fast: 
 
 def epoch_flops(cfg, n_train: int, n_users: int, n_items: int, device_type: str = "cpu") -> dict[str, float]:
     """Floating-point operations of one training epoch, counted from the shapes (fwd + bwd ~ 3x fwd)."""
-    B, d, L, H = min(cfg.batch_size, n_train), cfg.dim, cfg.layers, cfg.denoiser_hidden
+    B, d, L = min(cfg.batch_size, n_train), cfg.dim, cfg.layers
     n_batches = -(-n_train // B)
     nnz = 2 * n_train
     out = {"propagation": 3 * L * 2 * nnz * d * n_batches,  # sparse (U+I)x(U+I) times (U+I)xd per layer
            "bpr": 3 * 2 * 2 * B * d * n_batches}
-    if cfg.sampler == "cnsdiff":
-        steps = cfg.hardness_steps()
-        lengths = [cfg.steps if cfg.reverse_from_T else s - cfg.stop_for(s) for s in steps]
-        # CUDA runs the S chains batched for the longest chain's length, CPU each chain for its own
-        # length (synthesize_candidates)
-        n_den = len(steps) * max(lengths) if device_type == "cuda" else sum(lengths)
-        per_call = 2 * B * (d * H + H * d)
-        out["synthesis"] = n_den * per_call * n_batches
-        m = cfg.cl_negatives if cfg.cl_negatives > 0 else 2 * B
-        out["contrastive"] = 3 * 2 * B * m * d * n_batches
-        out["denoiser update"] = 3 * per_call * n_batches
-    elif cfg.sampler in ("dns", "ahns", "mixgcf"):
-        m = {"dns": cfg.dns_candidates, "ahns": cfg.ahns_candidates, "mixgcf": cfg.mixgcf_candidates}[cfg.sampler]
-        out["candidate scoring"] = 2 * B * m * d * (cfg.layers + 1 if cfg.sampler == "mixgcf" else 1) * n_batches
+    out |= sampler_class(cfg.sampler).epoch_flops(cfg, B, n_batches, device_type)
     return out
 
 
@@ -77,14 +65,14 @@ def launches_per_batch(trainer) -> dict[str, float]:
 
     n_batches = -(-len(trainer.data.train) // trainer.cfg.batch_size)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        trainer._train_epoch(1, time.perf_counter())
+        trainer.train_epoch(1)
         _sync(trainer.device)
     counts = {e.key: e.count for e in prof.key_averages()}
     return {"kernel launches": sum(counts.get(k, 0) for k in LAUNCHES) / n_batches,
             "graph replays": counts.get("cudaGraphLaunch", 0) / n_batches}
 
 
-def bench_samplers(data, samplers=("rns", "cnsdiff"), preset: str = "tuned", epochs: int = 1, repeats: int = 3,
+def bench_samplers(data, samplers=(UNIFORM, METHOD), preset: str = "tuned", epochs: int = 1, repeats: int = 3,
                    device: str = "auto", threads: int | None = None, cuda_graph: bool = False) -> list[dict]:
     """Seconds per epoch of each sampler, measured in one process with the samplers' epochs
     interleaved (RNS, CNSDiff, RNS, CNSDiff, ...: a machine whose load changes affects both alike):
@@ -97,13 +85,12 @@ def bench_samplers(data, samplers=("rns", "cnsdiff"), preset: str = "tuned", epo
     for s in samplers:
         cfg = preset_config(preset, sampler=s, dataset=data.name, epochs=1000, patience=0, device=device,
                             cuda_graph=cuda_graph, **extra)
-        trainers[s] = Trainer(cfg, data)
-        trainers[s].setup()
+        trainers[s] = Trainer(cfg, data).setup()
     dev = next(iter(trainers.values())).device
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     for t in trainers.values():
-        t._train_epoch(0, time.perf_counter())  # warm-up (allocator, kernels; graphs captured) not counted
+        t.train_epoch(0)  # warm-up (allocator, kernels; graphs captured) not counted
     wall: dict[str, list[float]] = {s: [] for s in trainers}
     cpu: dict[str, list[float]] = {s: [] for s in trainers}
     for r in range(repeats):
@@ -111,7 +98,7 @@ def bench_samplers(data, samplers=("rns", "cnsdiff"), preset: str = "tuned", epo
             _sync(dev)
             w, c = time.perf_counter(), time.process_time()
             for e in range(epochs):
-                t._train_epoch(1 + r * epochs + e, time.perf_counter())
+                t.train_epoch(1 + r * epochs + e)
             _sync(dev)
             wall[s].append((time.perf_counter() - w) / epochs)
             cpu[s].append((time.process_time() - c) / epochs)
@@ -119,21 +106,17 @@ def bench_samplers(data, samplers=("rns", "cnsdiff"), preset: str = "tuned", epo
     for s, t in trainers.items():
         t.profile = True
         t.phase_seconds.clear()
-        t._train_epoch(1, time.perf_counter())
+        t.train_epoch(1)
         t.profile = False
         row = {"sampler": s, "s_per_epoch": statistics.median(wall[s]), "cpu_s_per_epoch": statistics.median(cpu[s]),
                "rounds": wall[s], "phases": dict(t.phase_seconds), "device": dev.type,
                "flops": epoch_flops(t.cfg, len(data.train), data.n_users, data.n_items, dev.type)}
         if dev.type == "cuda":
             row |= launches_per_batch(t)
-        t.model.eval()
-        with torch.no_grad():
-            te = time.perf_counter()
-            ue, ie = t.model.propagate()
-            for split in (data.valid, data.test_iid, data.test_ood):
-                t._evaluate(split, ue, ie)
-            _sync(dev)
-            row["eval_s"] = time.perf_counter() - te
+        te = time.perf_counter()
+        t.evaluate("valid", "iid", "ood")
+        _sync(dev)
+        row["eval_s"] = time.perf_counter() - te
         row["peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
         rows.append(row)
     return rows
@@ -172,7 +155,7 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 1, device: str = "aut
            f"share of peak = counted FLOP / time / the {peak_name} throughput")
     for name in datasets:
         data = load_dataset(name)
-        rows = bench_samplers(data, ("rns", "cnsdiff"), "tuned", epochs, repeats, device, threads, cuda_graph)
+        rows = bench_samplers(data, (UNIFORM, METHOD), "tuned", epochs, repeats, device, threads, cuda_graph)
         rns, cns = rows
         yield ""
         yield f"== {name}: {data.n_users} users, {data.n_items} items, {len(data.train)} training interactions"
@@ -195,7 +178,8 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 1, device: str = "aut
             yield "         FLOP by part: " + ", ".join(f"{k} {v / 1e9:.2f}G" for k, v in r["flops"].items())
         ratio = cns["s_per_epoch"] / rns["s_per_epoch"]
         cpu_ratio = f" (CPU time: {cns['cpu_s_per_epoch'] / rns['cpu_s_per_epoch']:.2f}x)" if dev.type == "cpu" else ""
-        yield f"CNSDiff / RNS time per epoch: {ratio:.2f}x{cpu_ratio}"
+        yield (f"{sampler_class(METHOD).short_label()} / {sampler_class(UNIFORM).short_label()} time per epoch: "
+               f"{ratio:.2f}x{cpu_ratio}")
 
 
 def scale_one(n_users: int, n_items: int, per_user: int, sampler: str, device: str = "cpu") -> dict:
@@ -210,24 +194,20 @@ def scale_one(n_users: int, n_items: int, per_user: int, sampler: str, device: s
     gen_s = time.perf_counter() - t
     cfg = preset_config("tuned", sampler=sampler, dataset="synthetic", epochs=2, patience=0, device=device,
                         eval_batch_users=256)
-    trainer = Trainer(cfg, data)
-    trainer.setup()
-    trainer._train_epoch(0, time.perf_counter())
+    trainer = Trainer(cfg, data).setup()
+    trainer.train_epoch(0)
     t = time.perf_counter()
-    trainer._train_epoch(1, time.perf_counter())
+    trainer.train_epoch(1)
     epoch_s = time.perf_counter() - t
-    trainer.model.eval()
-    with torch.no_grad():
-        t = time.perf_counter()
-        ue, ie = trainer.model.propagate()
-        trainer._evaluate(data.test_ood, ue, ie)
-        eval_s = time.perf_counter() - t
+    t = time.perf_counter()
+    trainer.evaluate("ood")
+    eval_s = time.perf_counter() - t
     return {"users": data.n_users, "items": data.n_items, "train": len(data.train), "sampler": sampler,
             "generate_s": gen_s, "s_per_epoch": epoch_s, "eval_ood_s": eval_s, "peak_rss_mb": peak_rss_mb()}
 
 
 def run_scale(sizes=(5_000, 10_000, 20_000), n_items: int = 100_000, per_user: int = 50,
-              samplers=("rns", "cnsdiff")) -> Iterator[str]:
+              samplers=(UNIFORM, METHOD)) -> Iterator[str]:
     """World sizes with 100k items and n_users * per_user logged interactions, each size and
     sampler in a fresh process (peak memory per size)."""
     import json

@@ -18,7 +18,6 @@ pickles. Finished runs drop checkpoint.pt (only needed to resume) unless asked t
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -28,16 +27,14 @@ from typing import Iterator
 
 import numpy as np
 
-from .projection import check_vectors
+from .samplers import BASELINES, METHOD, UNIFORM, sampler_class
+from .stored_maps import PROJECTION_FILES, StoredProjection, fingerprint, load_projection, save_projections
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "cnsdiff-bundle"
-PROJECTION_FILES = {"pca": "projection_pca.npz", "umap": "projection_umap.npz"}
 # The sample world (confounding 0.7, seed 2024) and the same world with weak confounding.
 BUNDLE_DATASETS = ("sample", "synthetic:confounding=0.2,seed=2024")
-BASELINES = ("rns", "pns", "dns", "mixgcf", "ahns")
-CNSDIFF_PRESETS = ("tuned", "paper", "reference")
-UMAP_NEIGHBORS = 15
+METHOD_PRESETS = ("tuned", "paper", "reference")  # the method's presets; every baseline trains with tuned
 
 
 # =============================================================================== the plan
@@ -61,14 +58,14 @@ def bundle_plan(real_dataset: str | None = None, datasets: tuple[str, ...] | Non
     names = list(datasets or BUNDLE_DATASETS)
     if real_dataset and real_dataset not in names:
         names.append(real_dataset)
-    chosen = tuple(samplers or (*BASELINES, "cnsdiff"))
+    chosen = tuple(samplers or (*BASELINES, METHOD))
     plan = []
     if with_demo and "sample" in names:
-        plan += [PlannedRun("sample", s, "demo", "demo") for s in ("cnsdiff", "rns") if s in chosen]
+        plan += [PlannedRun("sample", s, "demo", "demo") for s in (METHOD, UNIFORM) if s in chosen]
     for name in names:
         plan += [PlannedRun(name, s, "tuned", "grid") for s in BASELINES if s in chosen]
-        if "cnsdiff" in chosen:
-            plan += [PlannedRun(name, "cnsdiff", p, "grid") for p in CNSDIFF_PRESETS]
+        if METHOD in chosen:
+            plan += [PlannedRun(name, METHOD, p, "grid") for p in METHOD_PRESETS]
     return plan
 
 
@@ -80,7 +77,7 @@ def _config(item: PlannedRun, epochs: int, overrides: dict):
 
 def _cost(cfg) -> float:
     """Rough relative cost, to start the longest runs first when several workers share the CPU."""
-    if cfg.sampler != "cnsdiff":
+    if not sampler_class(cfg.sampler).has_denoiser:  # synthesis by diffusion is the costly part
         return 1.0
     return 4.0 if cfg.cl_negatives == 0 else 2.0
 
@@ -233,7 +230,8 @@ def _init_worker(threads: int) -> None:
 def _train_one(cfg_dict: dict, root: str, projections, keep_checkpoints: bool) -> dict:
     """Train one run, then store its maps and make its folder relocatable. Never raises."""
     from .config import TrainConfig
-    from .runs import RunStore, train_and_store
+    from .runs import RunStore
+    from .recorder import train_and_store
 
     created: list[str] = []
     cpu0 = time.process_time()
@@ -317,142 +315,6 @@ def read_manifest(root: str | os.PathLike | None = None) -> dict | None:
     return data if isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT else None
 
 
-# =============================================================================== stored 2-D maps
-def fingerprint(item_emb: np.ndarray) -> str:
-    """Identifies the embeddings a map was fitted on (a map is used only for those)."""
-    arr = np.ascontiguousarray(np.asarray(item_emb, dtype=np.float32))
-    return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()
-
-
-def _vec_key(vec: np.ndarray) -> str:
-    arr = np.ascontiguousarray(np.asarray(vec, dtype=np.float32))
-    return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()
-
-
-def save_projections(run, methods=("pca", "umap")) -> list[str]:
-    """Fit the run's item maps and store them next to its embeddings; returns the methods done."""
-    from .explore import SYNTHESIZING, fit_item_map, sampler_key
-    from .projection import warm_umap
-    from .runs import write_npz
-
-    _, item_emb = run.embeddings()
-    fp = np.array(fingerprint(item_emb))
-    done = []
-    for method in methods:
-        if method == "umap":
-            warm_umap()
-        proj = fit_item_map(item_emb, method)
-        arrays = {"method": np.array(method), "fingerprint": fp,
-                  "coords": np.asarray(proj.embedding_, dtype=np.float32),
-                  "n_neighbors": np.array(proj.n_neighbors)}
-        if method == "pca":
-            arrays["mean"] = np.asarray(proj.model_.mean_, dtype=np.float32)
-            arrays["components"] = np.asarray(proj.model_.components_, dtype=np.float32)
-        else:  # the exact UMAP transform of the stored synthesized negatives (negatives map)
-            k = 0
-            for key, arr in run.negatives("best").items():
-                if key.startswith("_") or sampler_key(key)[0] not in SYNTHESIZING or "vec" not in arr:
-                    continue
-                arrays[f"known_{k}_key"] = np.array(_vec_key(arr["vec"]))
-                arrays[f"known_{k}_xy"] = proj.transform(arr["vec"]).astype(np.float32)
-                k += 1
-        write_npz(run.path / PROJECTION_FILES[method], arrays)
-        done.append(method)
-    return done
-
-
-class StoredProjection:
-    """A 2-D map read from a run folder, with the interface explore_support uses of an
-    `EmbeddingProjection` (`embedding_`, `transform`). PCA transforms exactly (x - mean) @ Cᵀ.
-    UMAP returns the exact placement for the vectors stored at precompute time (the run's probe
-    negatives) and places any other vector at the weighted mean of its nearest items' coordinates,
-    weighted as UMAP weights its neighbour graph (what umap's own transform starts from)."""
-
-    def __init__(self, method: str, coords: np.ndarray, item_emb: np.ndarray, n_neighbors: int = UMAP_NEIGHBORS,
-                 mean: np.ndarray | None = None, components: np.ndarray | None = None,
-                 known: dict[str, np.ndarray] | None = None, seconds: float = 0.0) -> None:
-        self.method = method
-        self.embedding_ = np.asarray(coords, dtype=np.float32)
-        self.n_features_in_ = int(item_emb.shape[1])
-        self.n_neighbors = int(n_neighbors)
-        self.mean_, self.components_ = mean, components
-        self.known_ = known or {}
-        self.stored = True
-        self.seconds = seconds
-        items = np.asarray(item_emb, dtype=np.float32)
-        self._items = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        X = check_vectors(X, self.n_features_in_)
-        if len(X) == 0:
-            return np.zeros((0, 2), dtype=np.float32)
-        if self.method == "pca":
-            return ((X - self.mean_) @ self.components_.T).astype(np.float32)
-        hit = self.known_.get(_vec_key(X))
-        if hit is not None and len(hit) == len(X):
-            return hit.copy()
-        return self._interpolate(X)
-
-    def _interpolate(self, X: np.ndarray) -> np.ndarray:
-        v = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-        out = np.empty((len(X), 2), dtype=np.float32)
-        k = max(1, min(self.n_neighbors, len(self._items)))
-        for start in range(0, len(X), 1024):  # bounded memory: 1024 x n_items at a time
-            cos = v[start:start + 1024] @ self._items.T
-            idx = np.argpartition(-cos, k - 1, axis=1)[:, :k]
-            dist = np.clip(1.0 - np.take_along_axis(cos, idx, 1), 0.0, 2.0).astype(np.float64)
-            w = _umap_weights(dist)
-            pts = self.embedding_[idx]  # (b, k, 2)
-            out[start:start + 1024] = (w[:, :, None] * pts).sum(1) / np.maximum(w.sum(1, keepdims=True), 1e-12)
-        return out
-
-
-def _umap_weights(dist: np.ndarray, n_iter: int = 64) -> np.ndarray:
-    """exp(-(d - rho) / sigma) with rho the nearest distance and sigma such that the weights sum
-    to log2(k): UMAP's smooth k-NN membership strengths, vectorised over rows."""
-    k = dist.shape[1]
-    rho = dist.min(1, keepdims=True)
-    gap = np.maximum(dist - rho, 0.0)
-    target = np.log2(k) if k > 1 else 1.0
-    lo, hi = np.zeros((len(dist), 1)), np.full((len(dist), 1), np.inf)
-    mid = np.ones((len(dist), 1))
-    for _ in range(n_iter):
-        total = np.exp(-gap / mid).sum(1, keepdims=True)
-        big = total > target
-        hi = np.where(big, mid, hi)
-        lo = np.where(big, lo, mid)
-        mid = np.where(np.isinf(hi), mid * 2, (lo + hi) / 2)
-    return np.exp(-gap / np.maximum(mid, 1e-12))
-
-
-def load_projection(run_path: str | os.PathLike, method: str, item_emb: np.ndarray) -> StoredProjection | None:
-    """The map stored in a run folder, or None when there is none, it is unreadable, or it was
-    fitted on other embeddings (the caller then fits one)."""
-    name = PROJECTION_FILES.get(method)
-    if name is None:
-        return None
-    p = Path(run_path) / name
-    if not p.is_file():
-        return None
-    try:
-        t0 = time.time()
-        with np.load(p, allow_pickle=False) as z:
-            if str(z["method"]) != method or str(z["fingerprint"]) != fingerprint(item_emb):
-                return None
-            coords = z["coords"]
-            if coords.shape != (item_emb.shape[0], 2) or not np.isfinite(coords).all():
-                return None
-            kw: dict = {"n_neighbors": int(z["n_neighbors"])}
-            if method == "pca":
-                kw["mean"], kw["components"] = z["mean"], z["components"]
-                if kw["components"].shape != (2, item_emb.shape[1]):
-                    return None
-            else:
-                kw["known"] = {str(z[f]): z[f.replace("_key", "_xy")] for f in z.files
-                               if f.startswith("known_") and f.endswith("_key")}
-        return StoredProjection(method, coords, item_emb, seconds=time.time() - t0, **kw)
-    except (OSError, ValueError, KeyError, EOFError, __import__("zipfile").BadZipFile):
-        return None
 
 
 __all__ = ["precompute_bundle", "bundle_plan", "read_manifest", "save_projections", "load_projection",

@@ -11,120 +11,154 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SAMPLERS = ("rns", "pns", "dns", "mixgcf", "ahns", "cnsdiff")
-SCHEDULES = ("linear", "linear-var", "cosine")
-CAUSAL = ("kl", "env-variance", "none")
-LOSS_WEIGHTINGS = ("snr-diff", "snr-diff-ref", "uniform")
-SELECTIONS = ("iid-valid", "ood-test")
-DEVICES = ("auto", "cpu", "cuda")
-TEST_EVALS = ("every-epoch", "selected")
+from .samplers.registry import METHOD, SAMPLERS, setting_fields
+from .settings import (CAUSAL, DEVICES, ENV_KINDS, LOSS_WEIGHTINGS, SANITY_CAP, SCHEDULES, SELECTIONS, TEST_EVALS,
+                       ConfigError, SettingInfo, info, setting)
+from .settings import show as _show
 
 
-def _show(value: Any, limit: int = 60) -> str:
-    """repr() for an error message, cut to `limit` characters (a value can be a whole document)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _with_sampler_settings(cls):
+    """Every sampler's own settings (declared in its file, `Sampler.settings`) become fields of the
+    class, after the ones written here; then it is made a frozen dataclass."""
+    for name, f in setting_fields().items():
+        cls.__annotations__[name] = f.metadata["type"]
+        setattr(cls, name, f)
+    return dataclass(frozen=True)(cls)
 
 
-class ConfigError(ValueError):
-    """An invalid configuration value; the message names the field, the value and what is allowed."""
+RUN, BACKBONE, EVAL, SAMPLER = "What to train", "Backbone (LightGCN) and seeds", "Evaluation & selection", \
+    "Baseline samplers"
+SCHEDULE, SYNTHESIS, DENOISER = "CNSDiff: noise schedule", "CNSDiff: synthesis & hardness", "CNSDiff: denoiser & causal"
+GROUPS = (RUN, BACKBONE, EVAL, SAMPLER, SCHEDULE, SYNTHESIS, DENOISER)  # in this order in forms and help
+BIG = 1e9  # a weight or a number of seconds beyond this is a typo
 
 
-@dataclass(frozen=True)
+@_with_sampler_settings
 class TrainConfig:
-    # --- data -------------------------------------------------------------------------------
-    dataset: str = "sample"  # registry name, folder or file (see cnsdiff_core.data.registry)
-    shift: str | None = None  # None = the dataset's own/default shift
-    data_seed: int = 0  # seed of the split, separate from the training seed
+    """Every knob of a run. Each field describes itself (`settings.setting`); the samplers' own
+    knobs are added from their files. Presets are named partial overrides (PRESETS below)."""
 
-    # --- what to train ------------------------------------------------------------------------
-    sampler: str = "cnsdiff"  # one of SAMPLERS
-    preset: str = "custom"  # name of the preset this config came from (informational)
+    # --- data and what to train (chosen in the sidebar and the Train page's own widgets) -------
+    dataset: str = setting("sample", "dataset: a registry name (sample, food, ..., synthetic:...), a folder "
+                           "or a file", group=RUN, form=False)
+    shift: str | None = setting(None, "shift between training and the OOD test; empty = the dataset's own "
+                                "or default shift", group=RUN, typ="str | None", form=False)
+    sampler: str = setting(METHOD, "negative sampler to train with", group=RUN, choices=SAMPLERS, form=False)
+    preset: str = setting("custom", "name of the preset this config came from (informational)", group=RUN,
+                          form=False)
+    device: str = setting("auto", "auto = a CUDA GPU when one is visible, else the CPU", group=RUN,
+                          choices=DEVICES, form=False)
 
     # --- LightGCN backbone (METHOD.md: d=64, 2 layers, lr 0.01, batch 2048, 120 epochs) -----
-    dim: int = 64
-    layers: int = 2
-    lr: float = 0.01
-    batch_size: int = 2048
-    epochs: int = 120
-    l2: float = 1e-4  # on layer-0 rows of the batch, not weight decay on propagated embeddings
-    seed: int = 0
-    device: str = "auto"
-    cpu_threads: int = 1  # intra-op threads on CPU; 1 avoids OpenMP spin-waits when the cores are
-    #   shared (7x faster demo on a loaded 2-core machine, docs/RESULTS.md); 0 = torch's default
-    cuda_graph: bool = False  # the whole training step (sampling, synthesis, losses, both backward
-    #   passes and optimizers) with static shapes and no host sync, captured once as a CUDA graph per
-    #   batch shape and replayed; on a CPU the same static step runs eagerly (the same numbers)
+    dim: int = setting(64, "embedding dimension d", group=BACKBONE, ge=1)
+    layers: int = setting(2, "LightGCN propagation layers (0 = matrix factorization)", group=BACKBONE, ge=0)
+    lr: float = setting(0.01, "learning rate of the recommender (Adam)", group=BACKBONE, gt=0, lt=SANITY_CAP)
+    batch_size: int = setting(2048, "training triples per batch", group=BACKBONE, ge=1)
+    epochs: int = setting(120, "epoch budget", group=BACKBONE, ge=1)
+    l2: float = setting(1e-4, "L2 weight on the batch's layer-0 rows (not weight decay on propagated "
+                        "embeddings)", group=BACKBONE, ge=0, lt=BIG)
+    seed: int = setting(0, "training seed (initialization, batches, negatives)", group=BACKBONE)
+    data_seed: int = setting(0, "seed of the split, separate from the training seed", group=BACKBONE)
+    cpu_threads: int = setting(1, "intra-op threads on CPU; 1 avoids OpenMP spin-waits when the cores are "
+                               "shared (7x faster demo on a loaded 2-core machine, docs/RESULTS.md); 0 = "
+                               "torch's default", group=BACKBONE, ge=0)
+    cuda_graph: bool = setting(False, "capture the whole training step (sampling, synthesis, losses, both "
+                               "backward passes and optimizers; static shapes, no host sync) once per batch "
+                               "shape as a CUDA graph and replay it; on a CPU the same static step runs "
+                               "eagerly, with the same numbers", group=BACKBONE)
 
     # --- evaluation and model selection -------------------------------------------------------
-    eval_every: int = 1
-    patience: int = 20  # epochs without validation improvement before stopping; 0 = never
-    selection: str = "iid-valid"  # 'ood-test' reproduces the reference code's test-set selection
-    eval_batch_users: int = 1024  # users per chunk of full-ranking evaluation
-    test_eval: str = "every-epoch"  # 'selected': IID/OOD test only once, at the selected epoch
-    #   (validation alone each epoch: a third of the evaluation time; for sweeps and benchmarks)
+    eval_every: int = setting(1, "evaluate every this many epochs (and at the last one)", group=EVAL, ge=1)
+    patience: int = setting(20, "evaluations without validation improvement before stopping; 0 = never",
+                            group=EVAL, ge=0)
+    selection: str = setting("iid-valid", "how the kept epoch is chosen: IID validation Recall@20, or "
+                             "'ood-test' (the reference code's test-set selection, labelled as such)",
+                             group=EVAL, choices=SELECTIONS)
+    eval_batch_users: int = setting(1024, "users per chunk of full-ranking evaluation", group=EVAL, ge=1)
+    test_eval: str = setting("every-epoch", "'selected': IID/OOD test only once, at the selected epoch "
+                             "(validation alone each epoch: a third of the evaluation time; for sweeps "
+                             "and benchmarks)", group=EVAL, choices=TEST_EVALS)
+    probe_triples: int = setting(2500, "fixed sample of training triples (one per user where possible) for "
+                                 "FHN and hardness every epoch: a rate of 0.01 is then known to about "
+                                 "+-0.004 (Wilson 95%)", group=EVAL, ge=1)
+    probe_side_triples: int = setting(500, "the other samplers' rows (shown for comparison) and the per-step "
+                                      "candidates use the probe's first triples only: resolving a vector "
+                                      "costs a (P, items) product", group=EVAL, ge=1)
+    snapshot_epochs: tuple[int, ...] = setting((), "extra epochs whose probe negatives are stored "
+                                               "(comma-separated)", group=EVAL)
+    max_seconds: float = setting(0.0, "> 0: stop training after this wall time (kept as 'stopped')", group=EVAL,
+                                 ge=0, lt=BIG)
 
-    # --- baseline samplers --------------------------------------------------------------------
-    pns_power: float = 0.75  # PNS draws items with probability popularity**power
-    dns_candidates: int = 32
-    mixgcf_candidates: int = 64
-    ahns_candidates: int = 32
-    ahns_alpha: float = 1.0
-    ahns_beta: float = 0.1
-    ahns_p: float = -2.0
+    # --- baseline samplers: their own settings are declared in their files (Sampler.settings) ---
 
     # --- CNSDiff: noise schedule --------------------------------------------------------------
-    steps: int = 20  # T
-    schedule: str = "linear-var"
-    noise_scale: float = 0.1  # multiplies beta_min/beta_max (cosine: multiplies its betas)
-    beta_min: float = 1e-4
-    beta_max: float = 0.02
+    steps: int = setting(20, "diffusion steps T", group=SCHEDULE, ge=1)
+    schedule: str = setting("linear-var", "noise schedule family: linear betas, linear variance "
+                            "(DiffRec) or cosine (Nichol & Dhariwal)", group=SCHEDULE, choices=SCHEDULES)
+    noise_scale: float = setting(0.1, "multiplies beta_min / beta_max (cosine: multiplies its betas)",
+                                 group=SCHEDULE, gt=0, lt=SANITY_CAP)
+    beta_min: float = setting(1e-4, "smallest beta (before noise_scale)", group=SCHEDULE, gt=0, lt=1)
+    beta_max: float = setting(0.02, "largest beta (before noise_scale)", group=SCHEDULE, gt=0, lt=1)
 
     # --- CNSDiff: synthesis and hardness ------------------------------------------------------
-    hard_start: int = 10  # candidate steps s in {start, start+stride, ..., T}
-    hard_stride: int = 4
-    stop_step: int = 0  # reverse chain stops at r (the reference runs to 0)
-    denoise_steps: int = 0  # > 0: stop after this many reverse steps from s (r = max(s-k, stop_step))
-    reverse_from_T: bool = False  # reference bug: reverse always runs T..1 whatever s was
-    posterior_noise: bool = False  # sample the DDPM posterior instead of taking its mean
-    min_distance: float = 0.0  # floor on ||candidate - positive|| / ||positive||
-    condition_on_user: bool = False  # denoiser also sees the user's embedding
-    mix_a0: float = 1.0  # Beta(a, b) mixing weight moves from (a0, b0) at epoch 0 ...
-    mix_b0: float = 9.0
-    mix_a1: float = 9.0  # ... to (a1, b1) at epoch mix_ramp_epochs, then stays there
-    mix_b1: float = 1.0
-    mix_ramp_epochs: int = 20  # length of the mixing ramp in epochs, whatever `epochs` is;
-    #   0 = over the configured budget (the reference behaviour: early stopping cuts it short)
-    min_mix: float = 0.0  # floor on the mixing weight lambda
-    cl_weight: float = 0.3
-    cl_temperature: float = 2.0
-    cl_negatives: int = 512  # > 0: contrastive negatives = a random subset of this many of the
-    #   batch's 2B synthesized + random negatives (the full B x 2B logits cost 3.5x an RNS epoch on
-    #   CPU; docs/RESULTS.md); 0 = all of them, as the reference code does
+    hard_start: int = setting(10, "first candidate step s: candidates at s in {start, start + stride, ..., T}",
+                              group=SYNTHESIS, ge=1)
+    hard_stride: int = setting(4, "stride between candidate steps s", group=SYNTHESIS, ge=1)
+    stop_step: int = setting(0, "the reverse chain stops at step r (the reference runs to 0)",
+                             group=SYNTHESIS, ge=0)
+    denoise_steps: int = setting(0, "> 0: stop after this many reverse steps from s (r = max(s - k, "
+                                 "stop_step))", group=SYNTHESIS, ge=0)
+    reverse_from_T: bool = setting(False, "reference bug: the reverse chain always runs T..1 whatever s was",
+                                   group=SYNTHESIS)
+    posterior_noise: bool = setting(False, "sample the DDPM posterior instead of taking its mean",
+                                    group=SYNTHESIS)
+    min_distance: float = setting(0.0, "floor on ||candidate - positive|| / ||positive|| for the picked "
+                                  "candidate", group=SYNTHESIS, ge=0, lt=BIG)
+    condition_on_user: bool = setting(False, "the denoiser also sees the user's embedding", group=SYNTHESIS)
+    mix_a0: float = setting(1.0, "the mixing weight lambda ~ Beta(a, b) starts at (a0, b0) at epoch 0: a0",
+                            group=SYNTHESIS, gt=0, lt=SANITY_CAP)
+    mix_b0: float = setting(9.0, "b0 of the mixing weight's Beta at epoch 0", group=SYNTHESIS, gt=0,
+                            lt=SANITY_CAP)
+    mix_a1: float = setting(9.0, "... and moves to (a1, b1) at epoch mix_ramp_epochs, then stays there: a1",
+                            group=SYNTHESIS, gt=0, lt=SANITY_CAP)
+    mix_b1: float = setting(1.0, "b1 of the mixing weight's Beta at the end of the ramp", group=SYNTHESIS,
+                            gt=0, lt=SANITY_CAP)
+    mix_ramp_epochs: int = setting(20, "length of the mixing ramp in epochs, whatever `epochs` is; 0 = over "
+                                   "the configured budget (the reference behaviour: early stopping cuts it "
+                                   "short)", group=SYNTHESIS, ge=0)
+    min_mix: float = setting(0.0, "floor on the mixing weight lambda", group=SYNTHESIS, ge=0, le=1)
+    cl_weight: float = setting(0.3, "weight of the contrastive term", group=SYNTHESIS, ge=0, lt=BIG)
+    cl_temperature: float = setting(2.0, "temperature of the contrastive term", group=SYNTHESIS, gt=0,
+                                    lt=SANITY_CAP)
+    cl_negatives: int = setting(512, "> 0: contrastive negatives = a random subset of this many of the batch's "
+                                "2B synthesized + random negatives (the full B x 2B logits cost 3.5x an RNS "
+                                "epoch on CPU; docs/RESULTS.md); 0 = all of them, as the reference code does",
+                                group=SYNTHESIS, ge=0)
 
     # --- CNSDiff: denoiser training and causal regularization --------------------------------
-    train_denoiser: bool = True  # reference bug: False (optimizer never stepped)
-    denoiser_lr: float = 1e-3
-    denoiser_hidden: int = 64
-    denoiser_dropout: float = 0.5
-    denoiser_joint: bool = False  # True: denoiser loss enters the recommender's backward pass
-    diff_weight: float = 1e-6  # weight of the denoiser loss when joint
-    loss_weighting: str = "snr-diff"  # per-t weight of the denoiser loss: 'snr-diff' =
-    #   SNR(t-1)-SNR(t) with w(1)=w(2); 'snr-diff-ref' = DiffRec/reference, w(1)=1 (an artefact:
-    #   normalized, t=1 gets ~0 and t=2 most of the weight); 'uniform' = 1 for every t
-    normalize_snr_weights: bool = True  # SNR(t-1)-SNR(t) spans 28..9e4; normalize to mean 1
-    causal: str = "env-variance"
-    causal_weight: float = 0.1
-    n_envs: int = 4
-    env_kind: str = "auto"  # auto | time | popularity
-
-    # --- diagnostics --------------------------------------------------------------------------
-    probe_triples: int = 2500  # fixed sample of training triples (one per user where possible) for
-    #   FHN/hardness every epoch: a rate of 0.01 is then known to about +-0.004 (Wilson 95%)
-    probe_side_triples: int = 500  # the other samplers' rows (shown for comparison) and the per-step
-    #   candidates use the probe's first triples only: resolving a vector costs a (P, items) product
-    snapshot_epochs: tuple[int, ...] = ()  # extra epochs whose probe negatives are stored
-    max_seconds: float = 0.0  # > 0: stop training after this wall time (kept as 'stopped')
+    train_denoiser: bool = setting(True, "train the denoiser (reference bug: False, its optimizer never "
+                                   "steps)", group=DENOISER)
+    denoiser_lr: float = setting(1e-3, "learning rate of the denoiser (Adam)", group=DENOISER, gt=0,
+                                 lt=SANITY_CAP)
+    denoiser_hidden: int = setting(64, "hidden units of the denoiser MLP", group=DENOISER, ge=1)
+    denoiser_dropout: float = setting(0.5, "dropout on the denoiser's normalized input", group=DENOISER,
+                                      ge=0, lt=1)
+    denoiser_joint: bool = setting(False, "the denoiser loss enters the recommender's backward pass (the "
+                                   "reference) instead of its own optimizer step", group=DENOISER)
+    diff_weight: float = setting(1e-6, "weight of the denoiser loss when joint", group=DENOISER, ge=0, lt=BIG)
+    loss_weighting: str = setting("snr-diff", "per-t weight of the denoiser loss: 'snr-diff' = "
+                                  "SNR(t-1) - SNR(t) with w(1) = w(2); 'snr-diff-ref' = DiffRec / reference, "
+                                  "w(1) = 1 (normalized, t = 1 gets almost nothing); 'uniform' = 1 for "
+                                  "every t", group=DENOISER, choices=LOSS_WEIGHTINGS)
+    normalize_snr_weights: bool = setting(True, "scale the per-t weights to mean 1 (SNR(t-1) - SNR(t) spans "
+                                          "28..9e4)", group=DENOISER)
+    causal: str = setting("env-variance", "causal term: 'env-variance' = variance of the loss across "
+                          "environments (V-REx), 'kl' = the reference's KL term, 'none'", group=DENOISER,
+                          choices=CAUSAL)
+    causal_weight: float = setting(0.1, "weight of the causal term", group=DENOISER, ge=0, lt=BIG)
+    n_envs: int = setting(4, "environments for the causal term", group=DENOISER, ge=1)
+    env_kind: str = setting("auto", "what the environments are: time strata, popularity strata, or auto "
+                            "(time when the data has timestamps)", group=DENOISER, choices=ENV_KINDS)
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -135,37 +169,14 @@ class TrainConfig:
             if not cond:
                 raise ConfigError(f"{name}={_show(getattr(self, name))} is invalid: {allowed}.")
 
-        need(self.sampler in SAMPLERS, "sampler", f"use one of {', '.join(SAMPLERS)}")
-        need(self.schedule in SCHEDULES, "schedule", f"use one of {', '.join(SCHEDULES)}")
-        need(self.causal in CAUSAL, "causal", f"use one of {', '.join(CAUSAL)}")
-        need(self.loss_weighting in LOSS_WEIGHTINGS, "loss_weighting", f"use one of {', '.join(LOSS_WEIGHTINGS)}")
-        need(self.selection in SELECTIONS, "selection", f"use one of {', '.join(SELECTIONS)}")
-        need(self.device in DEVICES, "device", f"use one of {', '.join(DEVICES)}")
-        need(self.test_eval in TEST_EVALS, "test_eval", f"use one of {', '.join(TEST_EVALS)}")
+        for f in fields(self):  # each setting's own choices and bounds
+            described = info(f)
+            need(described.allows(getattr(self, f.name)), f.name, described.rule())
         need(self.test_eval == "every-epoch" or self.selection != "ood-test", "test_eval",
              "selection='ood-test' needs the OOD test every epoch; use test_eval=every-epoch")
-        need(self.env_kind in ("auto", "time", "popularity"), "env_kind", "use auto, time or popularity")
-        for name in ("dim", "batch_size", "epochs", "steps", "eval_every", "hard_stride",
-                     "dns_candidates", "mixgcf_candidates", "ahns_candidates", "denoiser_hidden",
-                     "n_envs", "probe_triples", "probe_side_triples", "eval_batch_users"):
-            need(int(getattr(self, name)) >= 1, name, "it must be an integer >= 1")
-        for name in ("layers", "patience", "stop_step", "denoise_steps", "cl_negatives", "cpu_threads",
-                     "mix_ramp_epochs"):
-            need(int(getattr(self, name)) >= 0, name, "it must be an integer >= 0")
-        for name in ("lr", "denoiser_lr", "cl_temperature", "noise_scale"):
-            need(0 < float(getattr(self, name)) < 1e6, name, "it must be a positive number")
-        for name in ("l2", "cl_weight", "diff_weight", "causal_weight", "min_distance", "max_seconds"):
-            need(0 <= float(getattr(self, name)) < 1e9, name, "it must be a number >= 0")
-        for name in ("mix_a0", "mix_b0", "mix_a1", "mix_b1"):
-            need(0 < float(getattr(self, name)) < 1e6, name, "Beta parameters must be positive")
-        need(0 <= self.min_mix <= 1, "min_mix", "it must lie in [0, 1]")
-        need(0 <= self.denoiser_dropout < 1, "denoiser_dropout", "it must lie in [0, 1)")
-        need(0 < self.beta_min < 1, "beta_min", "it must lie in (0, 1)")
-        need(0 < self.beta_max < 1, "beta_max", "it must lie in (0, 1)")
         need(self.beta_min <= self.beta_max, "beta_min", f"it must not exceed beta_max={self.beta_max}")
         need(1 <= self.hard_start <= self.steps, "hard_start", f"it must lie in [1, steps={self.steps}]")
         need(self.stop_step < self.hard_start, "stop_step", f"it must be below hard_start={self.hard_start}")
-        need(self.pns_power >= 0, "pns_power", "it must be >= 0")
 
     # ------------------------------------------------------------------------------------------
     def hardness_steps(self) -> list[int]:
@@ -215,7 +226,7 @@ class TrainConfig:
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
     """Turn strings from the command line or a form into the field's type, with a clear error."""
-    typ = str(f.type)
+    typ = info(f).type
     name = f.name
     try:
         if typ.startswith("tuple"):
@@ -311,10 +322,26 @@ def parse_set_args(items: list[str]) -> dict[str, str]:
     return out
 
 
-def setting_help() -> list[tuple[str, str, str]]:
-    """(name, type, default) of every setting, for --help-settings and the app's form."""
-    return [(f.name, str(f.type), repr(f.default)) for f in fields(TrainConfig)]
+def settings_info() -> list[SettingInfo]:
+    """Every setting with its help, group, choices and bounds, grouped in GROUPS order (the
+    samplers' own settings in theirs): what --help-settings prints and the Train form shows."""
+    described = [info(f) for f in fields(TrainConfig)]
+    rank = {g: i for i, g in enumerate(GROUPS)}
+    return sorted(described, key=lambda d: rank.get(d.group, len(GROUPS)))
 
 
-__all__ = ["TrainConfig", "ConfigError", "PRESETS", "preset_config", "parse_set_args",
-           "SAMPLERS", "SCHEDULES", "CAUSAL", "setting_help", "field"]
+def help_text() -> list[str]:
+    """--help-settings: one block per group, one line per setting (name, type, default, allowed, help)."""
+    lines, group = [], None
+    for d in settings_info():
+        if d.group != group:
+            group = d.group
+            lines += ["" if lines else None, f"{group}:"]
+        allowed = f" [{d.allowed()}]" if d.allowed() else ""
+        lines.append(f"  {d.name:24s} {d.type:16s} default {d.default!r}{allowed}")
+        lines.append(f"      {d.help}")
+    return [line for line in lines if line is not None]
+
+
+__all__ = ["TrainConfig", "ConfigError", "PRESETS", "GROUPS", "preset_config", "parse_set_args", "SAMPLERS",
+           "SCHEDULES", "CAUSAL", "LOSS_WEIGHTINGS", "settings_info", "help_text", "field"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .experiment import BASELINES
+from .samplers import BASELINES
 from .metrics import paired_test
 
 PER_USER_KEYS = ("ood_users", "ood_recall@20", "ood_ndcg@20", "iid_users", "iid_recall@20", "iid_ndcg@20")

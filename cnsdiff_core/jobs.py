@@ -1,47 +1,38 @@
-"""Background training jobs: a queue of runs trained in daemon threads, with progress a front end
-can poll (epoch, batch, ETA, loss and validation curves) and a stop request honoured after the
-current batch. The app's Train, Home, Compare and Tune pages use one JobManager per server process;
-a job either trains a list of configs, resumes a run, or works on a tuning study (cnsdiff_core.tune)
-until it holds its trial budget. Nothing here imports Streamlit.
+"""Background training jobs, as tasks (`tasks`): a job trains a list of configs in turn, resumes a
+run, or works on a tuning study (cnsdiff_core.tune) until it holds its trial budget. A front end
+polls progress (epoch, batch, ETA, loss and validation curves) and asks for a stop, honoured after
+the current batch. The app's Train, Home, Compare and Tune pages use one JobManager per server
+process. Nothing here imports Streamlit.
 """
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import TrainConfig
 from .data import load_dataset
-from .runs import RunStore, default_root, resume_run, train_and_store
+from .events import BatchDone, EpochDone, Event, Started, TrialStarted
+from .runs import RunStore, default_root
+from .recorder import resume_run, train_and_store
+from .tasks import ACTIVE, Task, TaskFailed, TaskPool, TaskStopped, format_eta
 
 _log = logging.getLogger(__name__)
-
-ACTIVE = ("queued", "running")
 MAX_POINTS = 4000  # loss points kept per job (older ones thinned)
 
 
-@dataclass
-class Job:
-    """One background job: train several configs in turn, or resume one run. Written by its thread,
-    read by pages through `snapshot()`."""
+@dataclass(eq=False)
+class Job(Task):
+    """One training job: its thread writes, pages read `snapshot()`."""
 
-    job_id: str
-    title: str
-    configs: list[TrainConfig]
-    store_root: str
-    tag: str = ""
+    configs: list[TrainConfig] = field(default_factory=list)
+    store_root: str = ""
     resume_id: str | None = None
     study: dict | None = None  # keyword arguments of tune.run_study: this job works on a study
     n_total: int = 0  # a study job: its trial budget
     summary: dict = field(default_factory=dict)  # a study job: tune.study_summary at the end
-    status: str = "queued"  # queued | running | finished | stopped | failed
-    message: str = ""
-    created: float = field(default_factory=time.time)
-    ended: float | None = None
     current: int = 0  # index of the config in training
     device: str = ""
     epoch: int = 0  # 1-based epoch in progress / last finished
@@ -54,15 +45,18 @@ class Job:
     outcomes: list[dict] = field(default_factory=list)  # run_id, sampler, status, message
     losses: list[dict] = field(default_factory=list)  # run, sampler, x (epochs), loss
     valid: list[dict] = field(default_factory=list)  # run, sampler, epoch, valid / ood recall@20
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def job_id(self) -> str:
+        return self.task_id
 
     @property
     def n_runs(self) -> int:
         return self.n_total or max(len(self.configs), 1)
 
+    @property
     def fraction(self) -> float:
-        if self.status not in ACTIVE:
+        if not self.active:
             return 1.0
         within = 0.0
         if self.epochs:
@@ -77,34 +71,33 @@ class Job:
 
     def snapshot(self) -> dict:
         with self.lock:
-            return {"job_id": self.job_id, "title": self.title, "tag": self.tag, "status": self.status,
+            return {"job_id": self.job_id, "title": self.title, "tag": self.tag, "status": str(self.status),
                     "message": self.message, "created": self.created, "ended": self.ended,
                     "current": self.current, "n_runs": self.n_runs, "device": self.device,
                     "epoch": self.epoch, "epochs": self.epochs, "batch": self.batch,
-                    "n_batches": self.n_batches, "eta_s": self.total_eta(), "fraction": self.fraction(),
+                    "n_batches": self.n_batches, "eta_s": self.total_eta(), "fraction": self.fraction,
                     "samplers": [c.sampler for c in self.configs], "run_ids": list(self.run_ids),
                     "outcomes": [dict(o) for o in self.outcomes], "losses": list(self.losses),
-                    "valid": list(self.valid), "stop_requested": self.stop_event.is_set(),
-                    "resume_id": self.resume_id, "kind": "study" if self.study is not None else "train",
+                    "valid": list(self.valid), "stop_requested": self.stop_requested,
+                    "resume_id": self.resume_id, "kind": self.kind,
                     "study": dict(self.study or {}), "summary": dict(self.summary)}
 
 
 class JobManager:
-    """Process-wide registry of training jobs (the app keeps one per process). Each job runs in a
-    daemon thread; a front end polls `get()` / `jobs()` and asks for `stop()`."""
+    """Process-wide registry of training jobs (the app keeps one per process), run by a task pool
+    whose slots are CNSDIFF_MAX_JOBS (default 1: later jobs wait as 'queued'); a front end polls
+    `get()` / `jobs()` and asks for `stop()`."""
 
     def __init__(self, max_parallel: int | None = None) -> None:
         n = max_parallel or int(os.environ.get("CNSDIFF_MAX_JOBS", "1") or 1)
-        self._slots = threading.Semaphore(max(n, 1))
-        self._jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
+        self.pool: TaskPool[Job] = TaskPool(n, name="job")
 
     # --- submitting ---------------------------------------------------------------------------
     def submit(self, configs: list[TrainConfig], title: str = "", tag: str = "",
                store_root: str | Path | None = None) -> str:
-        job = Job(uuid.uuid4().hex[:10], title or ", ".join(c.sampler for c in configs), list(configs),
-                  str(store_root or default_root().resolve()), tag=tag)
-        return self._start(job)
+        job = Job(title or ", ".join(c.sampler for c in configs), "train", tag, configs=list(configs),
+                  store_root=str(store_root or default_root().resolve()))
+        return self.pool.start(job, self._train).job_id
 
     def submit_resume(self, run_id: str, store_root: str | Path | None = None) -> str:
         """Resume an interrupted or stopped run; an active job on the same run is reused."""
@@ -113,9 +106,9 @@ class JobManager:
                 return job["job_id"]
         root = str(store_root or default_root().resolve())
         cfg = RunStore(root).load(run_id).config
-        job = Job(uuid.uuid4().hex[:10], f"resume {run_id}", [cfg], root, tag="resume", resume_id=run_id)
+        job = Job(f"resume {run_id}", "train", "resume", configs=[cfg], store_root=root, resume_id=run_id)
         job.run_ids.append(run_id)
-        return self._start(job)
+        return self.pool.start(job, self._train).job_id
 
     def submit_study(self, study: dict, title: str = "", store_root: str | Path | None = None) -> str:
         """Work on a tuning study in the background (tune.run_study(**study)) until it holds
@@ -127,66 +120,55 @@ class JobManager:
                     and job["study"].get("storage") == study.get("storage"):
                 return job["job_id"]
         root = str(store_root or default_root().resolve())
-        job = Job(uuid.uuid4().hex[:10], title or f"study of {study.get('sampler')}", [], root, tag="tune",
+        job = Job(title or f"study of {study.get('sampler')}", "study", "tune", store_root=root,
                   study=dict(study), n_total=int(study.get("trials", 1)))
-        return self._start(job)
-
-    def _start(self, job: Job) -> str:
-        with self._lock:
-            self._jobs[job.job_id] = job
-            done = [j for j in self._jobs.values() if j.status not in ACTIVE]
-            for old in sorted(done, key=lambda j: j.created)[:-50]:  # keep the last 50 finished
-                del self._jobs[old.job_id]
-        threading.Thread(target=self._run, args=(job,), name=f"cnsdiff-job-{job.job_id}", daemon=True).start()
-        return job.job_id
+        return self.pool.start(job, self._study).job_id
 
     # --- reading / controlling ------------------------------------------------------------------
     def get(self, job_id: str | None) -> dict | None:
-        job = self._jobs.get(job_id or "")
+        job = self.pool.get(job_id)
         return job.snapshot() if job else None
 
     def jobs(self) -> list[dict]:
         """Every job of this process, newest first."""
-        return [j.snapshot() for j in sorted(list(self._jobs.values()), key=lambda j: j.created, reverse=True)]
+        return [j.snapshot() for j in self.pool.tasks()]
 
     def active(self, tag: str | None = None) -> list[dict]:
-        return [j for j in self.jobs() if j["status"] in ACTIVE and (tag is None or j["tag"] == tag)]
+        return [j.snapshot() for j in self.pool.active(tag)]
 
     def stop(self, job_id: str) -> None:
         """Ask a job to stop after the current batch; what was trained is kept as 'stopped'."""
-        job = self._jobs.get(job_id)
+        job = self.pool.get(job_id)
         if job:
-            job.stop_event.set()
+            job.stop()
 
     # --- the thread -------------------------------------------------------------------------------
-    def _on_event(self, job: Job, idx: int, sampler: str, event: dict) -> None:
-        kind = event["type"]
+    def _on_event(self, job: Job, idx: int, sampler: str, event: Event) -> None:
         with job.lock:
-            if kind == "start":
-                job.device, job.epochs = event["device"], int(event["epochs"])
-                job.epoch, job.batch, job.eta_s, job.run_started = int(event.get("start_epoch", 0)), 0, None, time.time()
-            elif kind == "batch":
-                job.epoch, job.batch, job.n_batches = event["epoch"] + 1, event["batch"], event["n_batches"]
-                job.eta_s = float(event["eta_s"])
-                job.losses.append({"run": idx, "sampler": sampler, "x": event["epoch"] + event["batch"] / event["n_batches"],
-                                   "loss": float(event["loss"])})
+            if isinstance(event, Started):
+                job.device, job.epochs = event.device, event.epochs
+                job.epoch, job.batch, job.eta_s, job.run_started = event.start_epoch, 0, None, time.time()
+            elif isinstance(event, BatchDone):
+                job.epoch, job.batch, job.n_batches = event.epoch + 1, event.batch, event.n_batches
+                job.eta_s = float(event.eta_s)
+                job.losses.append({"run": idx, "sampler": sampler, "x": event.progress, "loss": float(event.loss)})
                 if len(job.losses) > MAX_POINTS:
                     job.losses = job.losses[::2]
-            elif kind == "epoch":
-                rec = event["record"]
+            elif isinstance(event, EpochDone):
+                rec = event.record
                 job.valid.append({"run": idx, "sampler": sampler, "epoch": int(rec["epoch"]),
                                   "loss": rec.get("loss"), "valid_recall@20": rec.get("valid_recall@20"),
                                   "ood_recall@20": rec.get("ood_recall@20")})
 
-    def _run_study(self, job: Job) -> None:
+    def _study(self, job: Job) -> str:
         from .tune import run_study
 
-        def on_event(event: dict) -> None:
-            if event["type"] == "trial":
+        def on_event(event: Event) -> None:
+            if isinstance(event, TrialStarted):
                 with job.lock:
-                    job.current = min(int(event.get("finished", 0)), max(job.n_total - 1, 0))
+                    job.current = min(event.finished, max(job.n_total - 1, 0))
                     job.epoch, job.batch, job.eta_s = 0, 0, None
-                    job.run_ids.append(f"trial {event['number']}")
+                    job.run_ids.append(f"trial {event.number}")
             else:
                 self._on_event(job, job.current, job.study.get("sampler", "?"), event)
 
@@ -194,83 +176,58 @@ class JobManager:
             with job.lock:
                 job.outcomes.append({"run_id": "", "sampler": job.study.get("sampler", "?"), "status": "", "message": line})
 
-        try:
-            summary = run_study(**job.study, runs_dir=job.store_root, callbacks=[on_event],
-                                should_stop=job.stop_event.is_set, log=log)
-        except Exception as exc:  # shown to the user; a bug's traceback goes to the server log
-            if not isinstance(exc, (ValueError, RuntimeError)):
-                _log.exception("study job %s failed", job.job_id)
-            with job.lock:
-                job.ended, job.status = time.time(), "failed"
-                job.message = str(exc) if isinstance(exc, (ValueError, RuntimeError)) else f"{type(exc).__name__}: {exc}"
-            return
+        summary = run_study(**job.study, runs_dir=job.store_root, callbacks=[on_event],
+                            should_stop=job.stop_event.is_set, log=log)
         done = summary["n_complete"] + summary["n_pruned"]
         with job.lock:
-            job.ended, job.summary = time.time(), summary
-            if summary["gave_up"]:
-                job.status, job.message = "failed", summary["gave_up"]
-            elif summary["stopped"] or job.stop_event.is_set():
-                job.status, job.message = "stopped", (f"stopped by request with {done} of {job.n_total} trials "
-                                                      "finished; start it again to continue")
-            else:
-                best = summary["best_value"]
-                job.status = "finished"
-                job.message = (f"{done} trials finished ({summary['n_pruned']} pruned, {summary['n_failed']} failed)"
-                               + (f"; best validation Recall@20 {best:.4f}" if best is not None else ""))
+            job.summary = summary
+        if summary["gave_up"]:
+            raise TaskFailed(summary["gave_up"])
+        if summary["stopped"] or job.stop_requested:
+            raise TaskStopped(f"stopped by request with {done} of {job.n_total} trials finished; start it again "
+                              "to continue")
+        best = summary["best_value"]
+        return (f"{done} trials finished ({summary['n_pruned']} pruned, {summary['n_failed']} failed)"
+                + (f"; best validation Recall@20 {best:.4f}" if best is not None else ""))
 
-    def _run(self, job: Job) -> None:
-        with self._slots:
-            if job.stop_event.is_set():
-                with job.lock:
-                    job.status, job.message, job.ended = "stopped", "stopped before it started", time.time()
-                return
+    def _train(self, job: Job) -> str:
+        store_ = RunStore(job.store_root)
+        failures: list[str] = []
+        data_cache: dict = {}
+        for idx, cfg in enumerate(job.configs):
+            if job.stop_requested:
+                break
             with job.lock:
-                job.status = "running"
-            if job.study is not None:
-                self._run_study(job)
-                return
-            store_ = RunStore(job.store_root)
-            failures: list[str] = []
-            data_cache: dict = {}
-            for idx, cfg in enumerate(job.configs):
-                if job.stop_event.is_set():
-                    break
-                with job.lock:
-                    job.current, job.epoch, job.batch, job.eta_s = idx, 0, 0, None
-                callback = lambda ev, i=idx, s=cfg.sampler: self._on_event(job, i, s, ev)  # noqa: E731
-                n_created = len(job.run_ids)
-                try:
-                    if job.resume_id:
-                        _, res = resume_run(job.resume_id, store_, [callback], job.stop_event.is_set)
-                        rid = job.resume_id
-                    else:
-                        key = (cfg.dataset, cfg.shift, cfg.data_seed)
-                        if key not in data_cache:
-                            data_cache[key] = load_dataset(*key[:2], seed=key[2])
-                        rid, res = train_and_store(cfg, store_, [callback], job.stop_event.is_set,
-                                                   data=data_cache[key], on_created=self._created(job))
-                    outcome = {"run_id": rid, "sampler": cfg.sampler, "status": res.status, "message": res.message}
-                except Exception as exc:  # shown to the user; the run (if created) is marked failed
-                    if isinstance(exc, (ValueError, RuntimeError)):  # the engine's one-sentence errors
-                        msg = str(exc)
-                    else:  # a bug: the traceback goes to the server log, the user sees its last line
-                        _log.exception("training job %s failed", job.job_id)
-                        msg = f"{type(exc).__name__}: {exc}"
-                    failures.append(f"{cfg.sampler}: {msg}")
-                    created = job.resume_id or (job.run_ids[n_created] if len(job.run_ids) > n_created else None)
-                    outcome = {"run_id": created,
-                               "sampler": cfg.sampler, "status": "failed", "message": msg}
-                with job.lock:
-                    job.outcomes.append(outcome)
-            with job.lock:
-                job.ended = time.time()
-                if failures:
-                    job.status, job.message = "failed", "; ".join(failures)
-                elif job.stop_event.is_set():
-                    job.status, job.message = "stopped", "stopped by request; what was trained is kept"
+                job.current, job.epoch, job.batch, job.eta_s = idx, 0, 0, None
+            callback = lambda ev, i=idx, s=cfg.sampler: self._on_event(job, i, s, ev)  # noqa: E731
+            n_created = len(job.run_ids)
+            try:
+                if job.resume_id:
+                    _, res = resume_run(job.resume_id, store_, [callback], job.stop_event.is_set)
+                    rid = job.resume_id
                 else:
-                    job.status = "finished"
-                    job.message = f"{len(job.outcomes)} run(s) done in {job.ended - job.created:.0f} s"
+                    key = (cfg.dataset, cfg.shift, cfg.data_seed)
+                    if key not in data_cache:
+                        data_cache[key] = load_dataset(*key[:2], seed=key[2])
+                    rid, res = train_and_store(cfg, store_, [callback], job.stop_event.is_set,
+                                               data=data_cache[key], on_created=self._created(job))
+                outcome = {"run_id": rid, "sampler": cfg.sampler, "status": res.status, "message": res.message}
+            except Exception as exc:  # shown to the user; the run (if created) is marked failed
+                if isinstance(exc, (ValueError, RuntimeError)):  # the engine's one-sentence errors
+                    msg = str(exc)
+                else:  # a bug: the traceback goes to the server log, the user sees its last line
+                    _log.exception("training job %s failed", job.job_id)
+                    msg = f"{type(exc).__name__}: {exc}"
+                failures.append(f"{cfg.sampler}: {msg}")
+                created = job.resume_id or (job.run_ids[n_created] if len(job.run_ids) > n_created else None)
+                outcome = {"run_id": created, "sampler": cfg.sampler, "status": "failed", "message": msg}
+            with job.lock:
+                job.outcomes.append(outcome)
+        if failures:
+            raise TaskFailed("; ".join(failures))
+        if job.stop_requested:
+            return "stopped by request; what was trained is kept"
+        return f"{len(job.outcomes)} run(s) done in {time.time() - job.created:.0f} s"
 
     @staticmethod
     def _created(job: Job):
@@ -278,13 +235,6 @@ class JobManager:
             with job.lock:
                 job.run_ids.append(run_id)
         return on_created
-
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "estimating…"
-    seconds = max(int(seconds), 0)
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def job_progress_text(job: dict) -> str:

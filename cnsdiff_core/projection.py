@@ -71,6 +71,11 @@ class EmbeddingProjection:
         return self.fit(X).embedding_
 
 
+def fit_item_map(item_emb: np.ndarray, method: str = "pca", random_state: int = 0) -> EmbeddingProjection:
+    """Fit a 2-D map on the item embeddings only; everything else is placed with `transform`."""
+    return EmbeddingProjection(method, random_state=random_state).fit(np.asarray(item_emb, dtype=np.float32))
+
+
 def check_vectors(X: np.ndarray, n_features: int) -> np.ndarray:
     """(n, d) or (d,) -> (n, d) float32, with a clear error when d is not the map's dimension."""
     X = np.asarray(X, dtype=np.float32)

@@ -15,20 +15,16 @@ Layout of a run folder:
   per_user.npz       per-user Recall/NDCG@20 on IID and OOD test (paired tests)
   negatives_*.npz    probe negatives of every sampler at chosen epochs and at the selected one
 Every file is written to a temporary name and renamed, so a reader never sees half a file; a run
-folder is created exclusively and never overwritten.
+folder is created exclusively and never overwritten (`recorder.create_run`), and training writes it (`recorder`).
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
-import secrets
-import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -208,33 +204,6 @@ class RunStore:
             raise StoreError(f"run {run_id} is damaged ({info.message}); delete it or train it again.")
         return Run(info)
 
-    # --- writing -----------------------------------------------------------------------------------
-    def create(self, cfg: TrainConfig, data_info: dict | None = None, meta: dict | None = None) -> "RunWriter":
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the runs folder {self.root} ({exc.strerror}); set {RUNS_ENV} "
-                             "to a writable folder.") from None
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = _slug(cfg.dataset)
-        for _ in range(20):
-            run_id = f"{stamp}-{name}-{cfg.sampler}-{cfg.preset}-{secrets.token_hex(2)}"
-            try:
-                (self.root / run_id).mkdir()  # exclusive: an existing run is never reused
-                break
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise StoreError(f"cannot create a run folder in {self.root} ({exc.strerror}); set "
-                                 f"{RUNS_ENV} to a writable folder.") from None
-        else:
-            raise StoreError(f"could not find a free run name in {self.root}; try again.")
-        try:
-            return RunWriter(self.root / run_id, cfg, data_info or {}, meta=meta)
-        except StoreError:  # nothing written yet (disk full, read-only): leave no empty folder behind
-            shutil.rmtree(self.root / run_id, ignore_errors=True)
-            raise
-
 
 def _read_json_object(path: Path) -> tuple[dict, str]:
     """(object, '') or ({}, why it cannot be used) for a small JSON file of a run."""
@@ -289,12 +258,6 @@ def _mtime(p: Path) -> float:
         return p.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _slug(text: str) -> str:
-    base = Path(str(text)).name or "data"
-    keep = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in base.split(":")[0])
-    return keep[:24] or "data"
 
 
 class Run:
@@ -357,183 +320,3 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame()
     return pd.read_csv(path)
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> dict:
-    """What produced a run: the git commit of this checkout (None outside one), whether tracked
-    files had uncommitted changes, and the torch version."""
-    import subprocess
-
-    repo = Path(__file__).resolve().parents[1]
-    commit, dirty = None, None
-    try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        if out.returncode == 0:
-            commit = out.stdout.strip()
-            st = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=5)
-            dirty = bool(st.stdout.strip()) if st.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"commit": commit, "dirty": dirty, "torch": torch.__version__}
-
-
-class RunWriter:
-    """A trainer callback that writes everything the app shows, as the run goes."""
-
-    def __init__(self, path: Path, cfg: TrainConfig, data_info: dict, resume: bool = False,
-                 resume_epochs: int | None = None, meta: dict | None = None) -> None:
-        self.path, self.cfg = Path(path), cfg
-        self.run_id = self.path.name
-        self.history: list[dict] = []
-        self.diag: list[dict] = []
-        self.created = time.time()
-        self.status: dict[str, Any] = {"status": "running", "message": "", "created": self.created,
-                                       "pid": os.getpid(), "device": "", "epochs_run": 0, "code": code_version()}
-        if meta:  # who asked for the run, e.g. {"tune": {"study": ..., "trial": ...}}
-            self.status.update(meta)
-        if resume:
-            old = Run(RunInfo(self.run_id, self.path, "running", "", cfg.to_dict(), {}, self.created))
-            self.history = old.history().to_dict("records")
-            self.diag = old.diagnostics().to_dict("records")
-            if resume_epochs is not None:
-                # a kill can land after an epoch's row was written but before its checkpoint: keep
-                # only the epochs the checkpoint covers, as training restarts after them
-                for name, rows in (("history.csv", self.history), ("diagnostics.csv", self.diag)):
-                    kept = [r for r in rows if int(r["epoch"]) <= resume_epochs]
-                    if len(kept) < len(rows):
-                        rows[:] = kept
-                        write_csv(self.path / name, kept)
-            self.status |= {k: v for k, v in json.loads((self.path / "status.json").read_text()).items()
-                            if k in ("created", "device", "code", "tune")}
-            self.status["resumed_code"] = code_version()
-            self.status["status"] = "running"
-            self.status["pid"] = os.getpid()
-        else:
-            write_json(self.path / "config.json", cfg.to_dict())
-            write_json(self.path / "dataset.json", data_info)
-        self._write_status()
-
-    def _write_status(self) -> None:
-        self.status["updated"] = time.time()
-        write_json(self.path / "status.json", self.status)
-
-    def __call__(self, event: dict) -> None:
-        kind = event["type"]
-        if kind == "start":
-            self.status["device"] = event["device"]
-            self._write_status()
-        elif kind == "epoch":
-            self.history.append(event["record"])
-            self.diag.extend(event["diagnostics"])
-            write_csv(self.path / "history.csv", self.history)
-            write_csv(self.path / "diagnostics.csv", self.diag)
-            self.status["epochs_run"] = event["record"]["epoch"]
-            self._write_status()
-        elif kind == "best":
-            write_torch(self.path / "model.pt", {"model": event["state"]["model"],
-                                                 "sampler": event["state"]["sampler"],
-                                                 "epoch": event["epoch"]})
-        elif kind == "checkpoint":
-            write_torch(self.path / "checkpoint.pt", event["state"])
-        elif kind == "snapshot":
-            flat = {f"{group}/{name}": np.asarray(arr) for group, d in event["raw"].items() for name, arr in d.items()}
-            write_npz(self.path / f"negatives_{event['epoch']}.npz", flat)
-        elif kind == "end":
-            res = event["result"]
-            write_json(self.path / "final.json", {"best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
-                                                  "seconds": res.seconds, **res.metrics})
-            if res.user_emb is not None:
-                write_npz(self.path / "embeddings.npz", {"user": res.user_emb, "item": res.item_emb})
-            if res.per_user:
-                write_npz(self.path / "per_user.npz", res.per_user)
-            self.status.update(status=res.status, message=res.message, seconds=res.seconds,
-                               best_epoch=res.best_epoch, epochs_run=res.epochs_run)
-            self._write_status()
-
-    def fail(self, message: str) -> None:
-        self.status.update(status="failed", message=message)
-        self._write_status()
-
-    def fail_quietly(self, exc: BaseException) -> None:
-        """Mark the run failed with the exception's message; never raises (the original error is
-        the one to report: when the disk is full, status.json cannot be written either)."""
-        ours = isinstance(exc, (ConfigError, ValueError, RuntimeError))  # the engine's one-sentence errors
-        message = str(exc) if ours and str(exc) else f"{type(exc).__name__}: {exc}"
-        try:
-            self.fail(message)
-        except (StoreError, OSError):
-            pass
-
-
-def train_and_store(cfg: TrainConfig, store: RunStore | None = None, callbacks: Iterable = (),
-                    should_stop: Callable[[], bool | str] | None = None, data=None,
-                    on_created: Callable[[str], None] | None = None, meta: dict | None = None):
-    """Load the data, train, and write the run. Returns (run_id, TrainResult).
-
-    meta: extra keys for status.json (a tuning trial records {"tune": {study, trial, ...}}).
-    A failure (bad data, NaN loss) marks the run 'failed' with the message and re-raises."""
-    from .data import load_dataset, shift_report
-    from .train import Trainer
-
-    store = store or RunStore()
-    if data is None:
-        data = load_dataset(cfg.dataset, cfg.shift, seed=cfg.data_seed)
-    info = {"name": data.name, "shift": data.shift, "stats": data.stats(), "notes": data.notes,
-            "source": data.source}
-    try:
-        info["shift_report"] = shift_report(data)
-    except Exception as exc:  # the report is informative only; never lose a run over it
-        info["shift_report"] = {"error": str(exc)}
-    writer = store.create(cfg, info, meta)
-    if on_created:
-        on_created(writer.run_id)
-    try:
-        result = Trainer(cfg, data, [writer, *callbacks], should_stop).fit()
-    except Exception as exc:  # any failure is recorded on the run, then raised as it was
-        writer.fail_quietly(exc)
-        raise
-    return writer.run_id, result
-
-
-def resume_run(run_id: str, store: RunStore | None = None, callbacks: Iterable = (),
-               should_stop: Callable[[], bool] | None = None):
-    """Continue an interrupted or stopped run from its last checkpoint, in the same folder."""
-    from .data import load_dataset
-    from .train import Trainer
-
-    store = store or RunStore()
-    info = store.info(run_id)
-    if info.status not in ("interrupted", "stopped"):
-        raise StoreError(f"run {run_id} is {info.status}; only interrupted or stopped runs can be resumed.")
-    if not info.resumable:
-        raise StoreError(f"run {run_id} was {info.message}; a pruned trial is not resumed (run the study on).")
-    run = Run(info)
-    state = run.checkpoint()
-    if state is None:
-        raise StoreError(f"run {run_id} has no checkpoint.pt; train it again instead.")
-    cfg = run.config
-    data = load_dataset(cfg.dataset, cfg.shift, seed=cfg.data_seed)
-    writer = RunWriter(info.path, cfg, {}, resume=True, resume_epochs=int(state.get("epoch", -1)) + 1)
-    trainer = Trainer(cfg, data, [writer, *callbacks], should_stop)
-    best_record, best_state = _best_so_far(run, cfg)  # reads the history as the writer left it
-    try:
-        result = trainer.fit(resume_state=state, best_record=best_record, best_state=best_state)
-    except Exception as exc:  # any failure is recorded on the run, then raised as it was
-        writer.fail_quietly(exc)
-        raise
-    return run_id, result
-
-
-def _best_so_far(run: Run, cfg: TrainConfig) -> tuple[dict | None, dict | None]:
-    """The selected epoch of a run's history (validation Recall@20) and its stored weights."""
-    hist = run.history()
-    if hist.empty or "valid_recall@20" not in hist or not (run.path / "model.pt").exists():
-        return None, None
-    weights = run.weights()
-    rows = hist[hist["epoch"] == int(weights.get("epoch", -1))]
-    if rows.empty:
-        return None, None
-    return rows.iloc[0].to_dict(), {"model": weights["model"], "sampler": weights.get("sampler", {})}

@@ -1,8 +1,11 @@
 """The trainer: LightGCN + one negative sampler, validation, selection, diagnostics, events.
 
-It prints nothing and writes nothing: it announces events to callbacks (the run store, the CLI's
-progress line, the app's background job) and asks `should_stop()` between batches (a truthy answer
-stops after that batch; a string answer is kept as the run's message, e.g. why a study pruned it).
+Public API: `Trainer(cfg, data, callbacks, should_stop, profile=False)`, then `fit()` for a whole
+run, or `setup()`, `train_epoch(epoch)` and `evaluate(*splits)` for a measurement (`bench`).
+It prints nothing and writes nothing: it announces typed events (`events`) to callbacks (the run
+store, the CLI's progress line, background tasks, a study's pruner) and asks `should_stop()`
+between batches (a truthy answer stops after that batch; a string answer is kept as the run's
+message, e.g. why a study pruned it).
 """
 from __future__ import annotations
 
@@ -21,13 +24,13 @@ from .config import TrainConfig
 from .data.dataset import Dataset
 from .diagnostics import make_probe, probe_diagnostics
 from .graphstep import StaticSteps
+from .events import (BatchDone, BestSelected, Callback, Checkpoint, EpochDone, Event, Finished, Snapshot, Started,
+                     TrainResult)
 from .metrics import EvalResult, embedding_scorer, evaluate
 from .model import LightGCN, bpr_loss, normalized_adjacency
-from .samplers import BatchContext, NegativePool, make_sampler
+from .samplers import PROBED, BatchContext, NegativePool, make_sampler
 
-Event = dict
-Callback = Callable[[Event], None]
-DIAGNOSTIC_BASELINES = ("rns", "pns", "dns", "ahns", "mixgcf")
+SPLITS = ("valid", "iid", "ood")  # evaluate(): IID validation, IID test, OOD test
 
 
 class TrainingError(RuntimeError):
@@ -62,33 +65,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class TrainResult:
-    status: str  # finished | stopped | early-stopped | failed
-    message: str
-    best_epoch: int
-    epochs_run: int
-    seconds: float
-    metrics: dict[str, float]  # valid_*, iid_*, ood_* at the selected epoch
-    history: list[dict] = field(default_factory=list)
-    diagnostics: list[dict] = field(default_factory=list)
-    per_user: dict[str, np.ndarray] = field(default_factory=dict)
-    user_emb: np.ndarray | None = None
-    item_emb: np.ndarray | None = None
-
-
 def _prefixed(prefix: str, res: EvalResult) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in res.metrics.items()}
 
 
+@dataclass
+class _Fit:
+    """Where a run stands during fit(): the selected epoch so far and what was recorded."""
+
+    t0: float
+    best: dict | None  # history row of the selected epoch
+    best_epoch: int  # 0-based; -1 before the first evaluation
+    history: list[dict] = field(default_factory=list)
+    diagnostics: list[dict] = field(default_factory=list)
+    since_best: int = 0
+    status: str = "finished"
+    message: str = "trained all epochs"
+    epochs_run: int = 0
+
+
 class Trainer:
+    """LightGCN trained with one negative sampler (see the module doc for the public API).
+
+    profile=True: seconds per training phase accumulate in `phase_seconds` (bench)."""
+
     def __init__(self, cfg: TrainConfig, data: Dataset, callbacks: Iterable[Callback] = (),
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool | str] | None = None, profile: bool = False) -> None:
         self.cfg, self.data = cfg, data
         self.callbacks = list(callbacks)
         self.should_stop = should_stop or (lambda: False)
         self.device = resolve_device(cfg.device)
-        self.profile = False  # True: accumulate seconds per training phase in phase_seconds (bench)
+        self.profile = profile
         self.phase_seconds: dict[str, float] = {}
 
     @contextmanager
@@ -109,7 +116,8 @@ class Trainer:
             cb(event)
 
     # ------------------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self) -> "Trainer":
+        """Seed, build the model, optimizer, sampler, negative pool and probe. Returns self."""
         cfg, data, dev = self.cfg, self.data, self.device
         seed_everything(cfg.seed)
         if dev.type == "cpu" and cfg.cpu_threads > 0:
@@ -124,18 +132,20 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, capturable=graphed(cfg, dev))
         self.popularity = data.item_popularity()
         self.test_mask = data.test_mask()
-        self.pool = NegativePool(data.train, data.n_users, data.n_items, dev, self.popularity, cfg.pns_power)
+        self.pool = NegativePool(data.train, data.n_users, data.n_items, dev, self.popularity)
         self.sampler = make_sampler(cfg.sampler, cfg, dev)
         env = data.train_environments(cfg.n_envs, cfg.env_kind)
         self.train_t = torch.as_tensor(data.train, device=dev)
         self.env_t = torch.as_tensor(env, device=dev)
-        diag = {name: make_sampler(name, cfg, dev) for name in DIAGNOSTIC_BASELINES}
+        diag = {name: make_sampler(name, cfg, dev) for name in PROBED}
         diag[cfg.sampler] = self.sampler
         self.diag_samplers = diag
         self.probe = make_probe(data, self.pool, cfg.probe_triples, dev, seed=cfg.seed + 777, env=env)
         self.static_steps = StaticSteps(self) if cfg.cuda_graph else None
         self.start_epoch = 0
         self.best_state: dict | None = None
+        self._t0 = time.perf_counter()  # what the ETA of batch events counts from
+        return self
 
     def state(self, epoch: int) -> dict:
         """A resumable checkpoint (tensors only, so loading can use weights_only=True)."""
@@ -152,13 +162,22 @@ class Trainer:
         self.start_epoch = int(state.get("epoch", -1)) + 1
 
     # ------------------------------------------------------------------------------------------
-    def _evaluate(self, split: np.ndarray, user_e, item_e, test: bool = False) -> EvalResult:
-        """Full ranking of one split. Training items are masked; for the IID and OOD tests the
-        validation items are masked too (METHOD.md, evaluation protocol)."""
+    @torch.no_grad()
+    def evaluate(self, *splits: str) -> dict[str, EvalResult]:
+        """Full ranking of the current weights on each split ('valid', 'iid', 'ood'; all three by
+        default), from one propagation in eval mode. Training items are masked; for the IID and
+        OOD tests the validation items are masked too (METHOD.md, evaluation protocol)."""
         d = self.data
-        seen = self.test_mask if test else d.train
-        return evaluate(embedding_scorer(user_e, item_e), seen, split, d.n_users, d.n_items,
-                        self.device, popularity=self.popularity, batch_users=self.cfg.eval_batch_users)
+        arrays = {"valid": d.valid, "iid": d.test_iid, "ood": d.test_ood}
+        self.model.eval()
+        ue, ie = self.model.propagate()
+        out = {}
+        for name in splits or SPLITS:
+            seen = d.train if name == "valid" else self.test_mask
+            out[name] = evaluate(embedding_scorer(ue, ie), seen, arrays[name], d.n_users, d.n_items, self.device,
+                                 popularity=self.popularity, batch_users=self.cfg.eval_batch_users)
+        self._last_embeddings = ue, ie
+        return out
 
     def _better(self, rec: dict, best: dict | None) -> bool:
         if best is None:
@@ -169,7 +188,10 @@ class Trainer:
             return all(rec[k] >= best[k] for k in keys)
         return rec["valid_recall@20"] > best["valid_recall@20"]
 
-    def _train_epoch(self, epoch: int, t_start: float) -> dict:
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over the training interactions (0-based `epoch`). Returns the mean of each loss
+        part over the batches; with 'interrupted_batch' when should_stop() ended it early. With
+        cuda_graph each batch is one replay of the captured step (graphstep.StaticSteps)."""
         cfg, dev = self.cfg, self.device
         n = len(self.train_t)
         perm = torch.randperm(n, device=dev)
@@ -194,9 +216,8 @@ class Trainer:
                 self._check_finite(parts, epoch, b)
                 done = (epoch - self.start_epoch) + (b + 1) / n_batches
                 left = (cfg.epochs - epoch) - (b + 1) / n_batches
-                elapsed = time.perf_counter() - t_start
-                self.emit({"type": "batch", "epoch": epoch, "batch": b + 1, "n_batches": n_batches,
-                           "loss": float(parts["loss"]), "eta_s": elapsed / max(done, 1e-9) * left})
+                elapsed = time.perf_counter() - self._t0
+                self.emit(BatchDone(epoch, b + 1, n_batches, float(parts["loss"]), elapsed / max(done, 1e-9) * left))
             if self.should_stop():
                 self._check_finite(parts, epoch, b)
                 sums = static.totals() if static is not None else totals
@@ -276,81 +297,80 @@ class Trainer:
         if resume_state is not None:
             self.load_state(resume_state)
             self.best_state = best_state
-        t0 = time.perf_counter()
-        self.emit({"type": "start", "device": device_label(self.device), "epochs": cfg.epochs,
-                   "n_train": len(self.data.train), "start_epoch": self.start_epoch})
-        history, diag_rows = [], []
-        best: dict | None = best_record
-        best_epoch = int(best_record["epoch"]) - 1 if best_record else -1
-        since_best, status, message = 0, "finished", "trained all epochs"
+        run = _Fit(time.perf_counter(), best_record, int(best_record["epoch"]) - 1 if best_record else -1)
+        self._t0 = run.t0
+        self.emit(Started(device_label(self.device), cfg.epochs, len(self.data.train), self.start_epoch))
         snapshots = set(e - 1 for e in cfg.snapshot_epochs) | {0}
-        epoch = self.start_epoch - 1
+        run.epochs_run = self.start_epoch
         for epoch in range(self.start_epoch, cfg.epochs):
             te = time.perf_counter()
-            losses = self._train_epoch(epoch, t0)
-            train_s = time.perf_counter() - te
-            rec = {"epoch": epoch + 1, "train_seconds": train_s, **losses}
+            losses = self.train_epoch(epoch)
+            rec = {"epoch": epoch + 1, "train_seconds": time.perf_counter() - te, **losses}
             stopped = "interrupted_batch" in losses
             if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or stopped:
-                tv = time.perf_counter()
-                self.model.eval()
-                with torch.no_grad():
-                    ue, ie = self.model.propagate()
-                    rec |= _prefixed("valid", self._evaluate(self.data.valid, ue, ie))
-                    if cfg.test_eval == "every-epoch":
-                        rec |= _prefixed("iid", self._evaluate(self.data.test_iid, ue, ie, test=True))
-                        rec |= _prefixed("ood", self._evaluate(self.data.test_ood, ue, ie, test=True))
-                rec["eval_seconds"] = time.perf_counter() - tv
-                td = time.perf_counter()
-                rows, raw = self._diagnose(epoch, keep_raw=epoch in snapshots)
-                rec["diag_seconds"] = time.perf_counter() - td
-                diag_rows.extend(rows)
-                if raw:
-                    self.emit({"type": "snapshot", "epoch": epoch + 1, "raw": raw})
-                if self._better(rec, best):
-                    best, best_epoch, since_best = rec, epoch, 0
-                    self.best_state = self.state(epoch)
-                    self.emit({"type": "best", "epoch": epoch + 1, "state": self.best_state})
-                else:
-                    since_best += 1
-                self.emit({"type": "epoch", "record": rec, "diagnostics": rows})
-            history.append(rec)
+                self._evaluate_epoch(run, epoch, rec, keep_raw=epoch in snapshots)
+            run.history.append(rec)
+            run.epochs_run = epoch + 1
             if self.callbacks:  # a full CPU copy of model + optimizer: only when someone stores it
-                self.emit({"type": "checkpoint", "epoch": epoch + 1, "state": self.state(epoch)})
-            reason = self.should_stop()
-            if stopped or reason:
-                # should_stop may name why (a string), e.g. a study pruning the trial
-                status = "stopped"
-                message = reason if isinstance(reason, str) and reason else f"stopped by request during epoch {epoch + 1}"
+                self.emit(Checkpoint(epoch + 1, self.state(epoch)))
+            if self._should_end(run, epoch, stopped):
                 break
-            if cfg.patience and since_best >= cfg.patience:
-                status, message = "early-stopped", f"no validation improvement for {cfg.patience} evaluations"
-                break
-            if cfg.max_seconds and time.perf_counter() - t0 > cfg.max_seconds:
-                status, message = "stopped", f"reached max_seconds={cfg.max_seconds:g}"
-                break
-        return self._finish(status, message, best, best_epoch, epoch + 1, history, diag_rows, t0)
+        return self._finish(run)
 
-    def _finish(self, status, message, best, best_epoch, epochs_run, history, diag_rows, t0) -> TrainResult:
+    def _evaluate_epoch(self, run: _Fit, epoch: int, rec: dict, keep_raw: bool) -> None:
+        """Metrics and diagnostics of one epoch into its history row; selection; events."""
+        tv = time.perf_counter()
+        splits = SPLITS if self.cfg.test_eval == "every-epoch" else ("valid",)
+        for name, res in self.evaluate(*splits).items():
+            rec |= _prefixed(name, res)
+        rec["eval_seconds"] = time.perf_counter() - tv
+        td = time.perf_counter()
+        rows, raw = self._diagnose(epoch, keep_raw=keep_raw)
+        rec["diag_seconds"] = time.perf_counter() - td
+        run.diagnostics.extend(rows)
+        if raw:
+            self.emit(Snapshot(epoch + 1, raw))
+        if self._better(rec, run.best):
+            run.best, run.best_epoch, run.since_best = rec, epoch, 0
+            self.best_state = self.state(epoch)
+            self.emit(BestSelected(epoch + 1, self.best_state))
+        else:
+            run.since_best += 1
+        self.emit(EpochDone(rec, rows))
+
+    def _should_end(self, run: _Fit, epoch: int, stopped: bool) -> bool:
+        cfg = self.cfg
+        reason = self.should_stop()
+        if stopped or reason:
+            # should_stop may name why (a string), e.g. a study pruning the trial
+            run.status = "stopped"
+            run.message = reason if isinstance(reason, str) and reason else f"stopped by request during epoch {epoch + 1}"
+        elif cfg.patience and run.since_best >= cfg.patience:
+            run.status, run.message = "early-stopped", f"no validation improvement for {cfg.patience} evaluations"
+        elif cfg.max_seconds and time.perf_counter() - run.t0 > cfg.max_seconds:
+            run.status, run.message = "stopped", f"reached max_seconds={cfg.max_seconds:g}"
+        else:
+            return False
+        return True
+
+    def _finish(self, run: _Fit) -> TrainResult:
+        """Back to the selected weights; final tests, per-user metrics and the best snapshot."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state["model"])
             self.sampler.load_state_dict(self.best_state.get("sampler", {}))
-        self.model.eval()
-        with torch.no_grad():
-            ue, ie = self.model.propagate()
-            per_user, final = {}, {}
-            for prefix, split in (("iid", self.data.test_iid), ("ood", self.data.test_ood)):
-                res = self._evaluate(split, ue, ie, test=True)
-                final |= _prefixed(prefix, res)
-                per_user[f"{prefix}_users"] = res.users
-                for k, v in res.per_user.items():
-                    per_user[f"{prefix}_{k}"] = v
-        rows, raw = self._diagnose(max(best_epoch, 0), keep_raw=True)
-        self.emit({"type": "snapshot", "epoch": "best", "raw": raw})
-        metrics = {k: v for k, v in (best or {}).items() if k.startswith(("valid_", "iid_", "ood_"))}
-        if best is not None:  # test_eval='selected': the test metrics come from the selected weights here
+        per_user, final = {}, {}
+        for prefix, res in self.evaluate("iid", "ood").items():
+            final |= _prefixed(prefix, res)
+            per_user[f"{prefix}_users"] = res.users
+            for k, v in res.per_user.items():
+                per_user[f"{prefix}_{k}"] = v
+        ue, ie = self._last_embeddings
+        rows, raw = self._diagnose(max(run.best_epoch, 0), keep_raw=True)
+        self.emit(Snapshot("best", raw))
+        metrics = {k: v for k, v in (run.best or {}).items() if k.startswith(("valid_", "iid_", "ood_"))}
+        if run.best is not None:  # test_eval='selected': the test metrics come from the selected weights here
             metrics = final | metrics
-        result = TrainResult(status, message, best_epoch + 1, epochs_run, time.perf_counter() - t0, metrics,
-                             history, diag_rows, per_user, ue.cpu().numpy(), ie.cpu().numpy())
-        self.emit({"type": "end", "status": status, "message": message, "result": result})
+        result = TrainResult(run.status, run.message, run.best_epoch + 1, run.epochs_run, time.perf_counter() - run.t0,
+                             metrics, run.history, run.diagnostics, per_user, ue.cpu().numpy(), ie.cpu().numpy())
+        self.emit(Finished(run.status, run.message, result))
         return result

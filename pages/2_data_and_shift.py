@@ -2,20 +2,21 @@
 synthetic-world generator, and import of the user's own files with a verdict per file."""
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
-import app_support as sup
 from cnsdiff_core.data import DataError
+from cnsdiff_core.data.imports import allowed_import_path, import_roots
+from cnsdiff_core.data.loaders import INTERACTION_SUFFIXES, formats_text
+from ui import data, figures, routing, state
 
-sup.require_frame()
+routing.require_frame()
 
-name, shift = sup.current_dataset(), sup.current_shift()
+name, shift = state.current_dataset(), state.current_shift()
 st.title("Data & shift")
-st.caption(f"Dataset **{sup.dataset_label(name)}**, shift **{shift}** (change them in the sidebar).")
+st.caption(f"Dataset **{data.dataset_label(name)}**, shift **{shift}** (change them in the sidebar).")
 
 try:
-    ds = sup.load_dataset_cached(name, shift)
+    ds = data.load_dataset_cached(name, shift)
 except DataError as exc:
     ds = None
     st.error(str(exc))
@@ -34,25 +35,12 @@ if ds is not None:
 
     left, right = st.columns([3, 2])
     with left:
-        frame = sup.popularity_frame(name, shift)
-        names = {"train": "train", "test_iid": "IID test", "test_ood": "OOD test"}
-        fig = go.Figure()
-        for split_name, part in frame.groupby("split", sort=False):
-            fig.add_trace(go.Scatter(x=part["rank"], y=part["share"], mode="lines", name=names[split_name],
-                                     line=dict(color=sup.SPLIT_COLORS[split_name], width=2,
-                                               dash="solid" if split_name == "train" else
-                                               ("dash" if split_name == "test_iid" else "dot")),
-                                     customdata=part["count"],
-                                     hovertemplate="rank %{x}<br>share %{y:.3%}<br>%{customdata} interactions"))
-        fig.update_layout(title="Item popularity long tail (log-log)", height=420, plot_bgcolor="white",
-                          margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=1.02, x=1, xanchor="right"))
-        fig.update_xaxes(type="log", title="item rank within the split", gridcolor="#EEEEEE")
-        fig.update_yaxes(type="log", title="share of the split's interactions", gridcolor="#EEEEEE")
+        fig = figures.long_tail_figure(data.popularity_frame(name, shift))
         st.plotly_chart(fig, key="data_longtail", config={"displaylogo": False})
         st.caption("A flatter OOD curve than train means the test favours less popular items: "
                    "the popularity a model learned will not pay off there.")
     with right:
-        rep = sup.shift_report_cached(name, shift)
+        rep = data.shift_report_cached(name, shift)
 
         def fmt(v, pct=False):
             return "n/a" if v is None else (f"{v:.1%}" if pct else f"{v:.3f}")
@@ -89,50 +77,49 @@ with st.expander("Generate a synthetic world (ground truth known)", expanded=nam
                         help="At least 400: each user needs enough relevant items for a 45-item log.")
     confounding = c3.slider("Confounding strength", 0.0, 1.0, 0.7, step=0.05, key="gen_confounding")
     seed = c4.number_input("Seed", 0, 10**6, 0, step=1, key="gen_seed")
-    if sup.read_only():
+    if state.read_only():
         st.info("Generating worlds is switched off in read-only workshop mode.")
-    if st.button("Generate", key="gen_button", type="primary", disabled=sup.read_only()):
+    if st.button("Generate", key="gen_button", type="primary", disabled=state.read_only()):
         world = f"synthetic:n_users={n_users},n_items={n_items},confounding={confounding:g},seed={int(seed)}"
         try:
             with st.spinner("Generating the world…"):
-                sup.load_dataset_cached(world, "exposure")
+                data.load_dataset_cached(world, "exposure")
         except DataError as exc:
             st.error(str(exc))
         else:
-            sup.select(dataset=world, shift="exposure")
+            state.select(dataset=world, shift="exposure")
             st.rerun()
 
 # --- import ----------------------------------------------------------------------------------------------
 with st.expander("Import your own data", expanded=False):
-    locked = sup.read_only()
+    locked = state.read_only()
     if locked:
         st.info("Import is switched off in read-only workshop mode.")
-    st.caption("One interaction log (CSV/TSV with a header, whitespace `user item [rating] [timestamp]`, "
-               "or a RecBole `.inter` file) is split by the shift you pick; a folder of pre-split files "
+    st.caption(f"One interaction log ({formats_text()}) is split by the shift you pick; a folder of pre-split files "
                "(`train.txt`, `valid.txt`, `test_iid.txt`, `test_ood.txt`) keeps its own split.")
 
     def use(dataset_name: str, key: str) -> None:
         if st.button("Use this dataset", key=key, disabled=locked):
             try:
                 with st.spinner("Loading…"):
-                    loaded = sup.load_dataset_cached(dataset_name, None)
+                    loaded = data.load_dataset_cached(dataset_name, None)
             except DataError as exc:
                 st.error(str(exc))
             else:
-                sup.select(dataset=dataset_name, shift=loaded.shift)
+                state.select(dataset=dataset_name, shift=loaded.shift)
                 st.rerun()
 
     up_tab, path_tab = st.tabs(["Upload files", "Local folder or file"])
     with up_tab:
-        files = st.file_uploader("Interaction files", type=["csv", "tsv", "txt", "inter", "dat"],
+        files = st.file_uploader("Interaction files", type=[s.lstrip(".") for s in INTERACTION_SUFFIXES],
                                  accept_multiple_files=True, key="import_upload", disabled=locked)
         if files and not locked:
-            paths = sup.save_uploads(files)
-            verdicts = sup.validate_paths(paths)
-            st.dataframe(sup.verdict_frame(verdicts), hide_index=True, key="import_upload_verdicts")
+            paths = data.save_uploads(files)
+            verdicts = data.validate_paths(paths)
+            st.dataframe(data.verdict_frame(verdicts), hide_index=True, key="import_upload_verdicts")
             choices = [str(p) for p, v in zip(paths, verdicts) if v["ok"]]
             if len(paths) > 1:
-                choices.append(str(sup.session_upload_dir()))
+                choices.append(str(data.session_upload_dir()))
             if choices:
                 pick = st.selectbox("Dataset to use", choices, key="import_upload_choice",
                                     format_func=lambda p: "all uploaded files as one pre-split folder"
@@ -141,22 +128,22 @@ with st.expander("Import your own data", expanded=False):
             else:
                 st.warning("None of the files can be used; see the messages above.")
     with path_tab:
-        roots = ", ".join(str(r) for r in sup.import_roots())
-        typed = st.text_input("Path", key="import_path", disabled=locked, placeholder=str(sup.import_roots()[0]),
+        roots = ", ".join(str(r) for r in import_roots())
+        typed = st.text_input("Path", key="import_path", disabled=locked, placeholder=str(import_roots()[0]),
                               help=f"Only paths under {roots} (set CNSDIFF_IMPORT_ROOTS to allow others).")
         st.caption(f"Allowed folders: {roots}")
         if typed and not locked:
             try:
-                path = sup.allowed_import_path(typed)
+                path = allowed_import_path(typed)
             except DataError as exc:
                 st.error(str(exc))
             else:
                 files = [path] if path.is_file() else sorted(
                     p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                    and p.suffix.lower() in (".csv", ".tsv", ".txt", ".inter", ".dat"))
+                    and p.suffix.lower() in INTERACTION_SUFFIXES)
                 if not files:
-                    st.warning(f"{path} holds no interaction files (.csv, .tsv, .txt, .inter, .dat).")
+                    st.warning(f"{path} holds no interaction files ({', '.join(INTERACTION_SUFFIXES)}).")
                 else:
-                    st.dataframe(sup.verdict_frame(sup.validate_paths(files)), hide_index=True,
+                    st.dataframe(data.verdict_frame(data.validate_paths(files)), hide_index=True,
                                  key="import_path_verdicts")
                     use(str(path), "import_path_use")

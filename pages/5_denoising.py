@@ -4,44 +4,43 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import app_support as sup
-import explore_support as es
 from cnsdiff_core import explore as ex
+from ui import context, data, figures, maps, routing, state, theme
 
-sup.require_frame()
+routing.require_frame()
 
 st.title("Denoising")
 st.caption("CNSDiff noises the positive item's embedding to step s and denoises it back with its "
            "trained MLP. Press ▶ Play under the map to animate in the browser, or scrub the frame.")
 
-run_id = es.pick_run("den_run", cnsdiff_only=True, label="CNSDiff run")
+run_id = state.pick_run("den_run", with_denoiser=True, label="CNSDiff run")
 if run_id is None:
     st.info("No finished CNSDiff run yet: train one on the Train page (the one-click demo on Home does).")
     st.stop()
-ctx = es.run_context(run_id)
-es.denoiser(ctx)
-data = ctx.data
+ctx = context.run_context(run_id)
+context.denoiser(ctx)
+dataset = ctx.data
 
 # --- user and positive (both in the URL) -------------------------------------------------------------
-users = ex.user_summary(data)
+users = ex.user_summary(dataset)
 user_ids = users["user_id"].tolist()
 by_uid = dict(zip(users["user_id"], users["user"]))
 counts = {r.user_id: (r.n_train, r.n_heldout) for r in users.itertuples()}
-es.url_state("den_user", "user", user_ids, user_ids[0])
+state.url_state("den_user", "user", user_ids, user_ids[0])
 c_user, c_item = st.columns(2)
 uid = c_user.selectbox("User (type to search by id)", user_ids, key="den_user",
                        format_func=lambda u: f"{u}  ·  {counts[u][0]} training, {counts[u][1]} held-out")
-sup.qp_set("user", uid)
+state.qp_set("user", uid)
 user = int(by_uid[uid])
-train_items, held_items = ex.user_items(data, user)
-item_ids = ex.id_labels(data.item_ids, data.n_items)
-labels = ex.item_labels(data)
+train_items, held_items = ex.user_items(dataset, user)
+item_ids = ex.id_labels(dataset.item_ids, dataset.n_items)
+labels = ex.item_labels(dataset)
 pos_options = item_ids[train_items].tolist()
 by_iid = dict(zip(pos_options, train_items))
-es.url_state("den_item", "item", pos_options, pos_options[0])
+state.url_state("den_item", "item", pos_options, pos_options[0])
 iid = c_item.selectbox("Training positive (type to search by id or title)", pos_options, key="den_item",
                        format_func=lambda i: labels[by_iid[i]])
-sup.qp_set("item", iid)
+state.qp_set("item", iid)
 pos = int(by_iid[iid])
 
 c_seed, c_excl, c_zoom = st.columns([1, 1.5, 1], vertical_alignment="bottom")
@@ -52,14 +51,14 @@ exclude = c_excl.toggle("Hide training items from neighbours", value=False, key=
                              "item over all items (training items included).")
 zoom = c_zoom.toggle("Zoom to items", value=False, key="den_zoom",
                      help="Noised states can lie far outside the item cloud; zoom in on the items.")
-job = es.map_job(run_id)
-method = es.map_method_picker(job, "den_method", "den_umap")
+job = maps.map_job(run_id)
+method = maps.map_method_picker(job, "den_method", "den_umap")
 
-traj = es.trajectories(ctx, user, pos, seed, exclude)
+traj = context.trajectories(ctx, user, pos, seed, exclude)
 n_frames = traj.n_frames
 
 # --- frame control (URL `step`); the Plotly slider and Play run on the client -----------------------
-es.url_state("den_step", "step", list(range(n_frames)), n_frames - 1, parse=int)  # default: the candidates
+state.url_state("den_step", "step", list(range(n_frames)), n_frames - 1, parse=int)  # default: the candidates
 
 
 def _move(delta: int) -> None:
@@ -70,12 +69,12 @@ c_prev, c_slider, c_next = st.columns([1, 10, 1], vertical_alignment="bottom")
 c_prev.button("◀", key="den_prev", on_click=_move, args=(-1,), help="One frame back")
 frame = c_slider.slider("Frame (shared by all steps s; each chain stops at its last state)", 0,
                         n_frames - 1, key="den_step")
-sup.qp_set("step", frame)
+state.qp_set("step", frame)
 c_next.button("▶", key="den_next", on_click=_move, args=(1,), help="One frame forward")
 
-items = es.items_table(ctx, method)
-xy = es.placed_states(ctx, traj, method, (user, pos, seed, exclude))
-fig = es.trajectory_figure(items, traj, xy, items.loc[pos, ["x", "y"]].to_numpy(float), frame, zoom_items=zoom)
+items = maps.items_table(ctx, method)
+xy = maps.placed_states(ctx, traj, method, (user, pos, seed, exclude))
+fig = figures.trajectory_figure(items, traj, xy, items.loc[pos, ["x", "y"]].to_numpy(float), frame, zoom_items=zoom)
 st.plotly_chart(fig, key="den_chart", config={"displaylogo": False})
 st.caption("▶ Play and the slider under the map animate it in your browser; the numbers below follow "
            "the Frame slider above it (◀ ▶ step one frame).")
@@ -121,11 +120,11 @@ with st.expander("Score, cosine and norm along each chain"):
     long = traj.table.melt(id_vars=["s", "frame", "label"], value_vars=["hardness", "cos_to_pos", "norm"])
     long["s"] = "s=" + long["s"].astype(str)
     chart = px.line(long, x="frame", y="value", color="s", facet_row="variable", markers=True,
-                    hover_data=["label"], color_discrete_map={f"s={k}": v for k, v in es.step_colors(traj.steps).items()})
+                    hover_data=["label"], color_discrete_map={f"s={k}": v for k, v in theme.step_colors(traj.steps).items()})
     chart.update_yaxes(matches=None)
     chart.update_layout(height=560)
     st.plotly_chart(chart, key="den_lines")
-    st.download_button("Download trajectory (CSV)", es.csv_bytes(traj.table.assign(map_x=xy[:, 0], map_y=xy[:, 1])),
+    st.download_button("Download trajectory (CSV)", data.csv_bytes(traj.table.assign(map_x=xy[:, 0], map_y=xy[:, 1])),
                        file_name=f"trajectory_{run_id}_{uid}_{iid}.csv", mime="text/csv", key="den_download")
 if ctx.cfg.reverse_from_T:
     st.info("This run uses the reference behaviour: the reverse chain runs from T down to 0 whatever s "

@@ -5,28 +5,27 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-import app_support as sup
-import explore_support as es
 from cnsdiff_core import explore as ex
+from ui import cache, context, data, figures, maps, routing, state, theme
 
-sup.require_frame()
+routing.require_frame()
 
 st.title("Negatives map")
 st.caption("Items are fitted once (PCA at once, UMAP when ready); synthesized negatives are placed "
            "with the fitted map's transform. Box or lasso points to list them.")
 
-run_id = es.pick_run("map_run", label="Run")
+run_id = state.pick_run("map_run", label="Run")
 if run_id is None:
     st.info("No finished run yet: train one on the Train page (the one-click demo on Home does).")
     st.stop()
-ctx = es.run_context(run_id)
-data = ctx.data
-negs = es.negatives(run_id)
+ctx = context.run_context(run_id)
+dataset = ctx.data
+negs = cache.negatives(run_id)
 if "_probe" not in negs:
     st.warning("This run stored no probe negatives (negatives_best.npz); only items are shown.")
 
-job = es.map_job(run_id)
-method = es.map_method_picker(job, "map_method", "map_umap")
+job = maps.map_job(run_id)
+method = maps.map_method_picker(job, "map_method", "map_umap")
 c_color, c_size = st.columns([1.4, 1.2])
 color_by = c_color.radio("Colour items by", ["popularity", "environment"], key="map_color", horizontal=True,
                          format_func={"popularity": "popularity (log)", "environment": "environment"}.get,
@@ -36,23 +35,23 @@ size_nn = c_size.toggle("Size = distance to nearest item", value=True, key="map_
                              "nearest item in the full embedding space, relative to the positive's norm "
                              "(a 2-D map hides it).")
 
-items = es.items_table(ctx, method)
-placed = es.negatives_placed(ctx, method)  # shared cache: never modified here
-labels = ex.item_labels(data)
-user_labels = ex.id_labels(data.user_ids, data.n_users)
+items = maps.items_table(ctx, method)
+placed = maps.negatives_placed(ctx, method)  # shared cache: never modified here
+labels = ex.item_labels(dataset)
+user_labels = ex.id_labels(dataset.user_ids, dataset.n_users)
 
 # --- whose negatives ------------------------------------------------------------------------------------
 probe_users = np.unique(placed["user"]) if len(placed) else np.array([], dtype=int)
-users = ex.user_summary(data)
+users = ex.user_summary(dataset)
 probe_ids = set(user_labels[probe_users])
 options = ["all"] + sorted(probe_ids, key=lambda u: (len(u), u)) + \
     [u for u in users["user_id"] if u not in probe_ids]
-es.url_state("map_user", "user", options, options[1] if len(options) > 1 else "all")  # one user is readable
+state.url_state("map_user", "user", options, options[1] if len(options) > 1 else "all")  # one user is readable
 c_user, c_layers = st.columns([1, 2])
 uid = c_user.selectbox("User (type to search by id)", options, key="map_user",
                        format_func=lambda u: "all probe users" if u == "all"
                        else f"{u}{'' if u in probe_ids else '  (no probe negatives)'}")
-sup.qp_set("user", uid)
+state.qp_set("user", uid)
 layer_names = list(dict.fromkeys(placed["layer"])) if len(placed) else []
 steps = sorted({ex.sampler_key(k)[1] for k in layer_names if ex.sampler_key(k)[1] >= 0})
 chosen = c_layers.multiselect("Negatives to show", layer_names, default=layer_names, key="map_layers")
@@ -62,7 +61,7 @@ parts = []
 if uid != "all":
     user = int(np.flatnonzero(user_labels == uid)[0])
     neg = neg[neg["user"] == user]
-    parts.append(ex.positives_frame(data, items[["x", "y"]].to_numpy(), user))
+    parts.append(ex.positives_frame(dataset, items[["x", "y"]].to_numpy(), user))
 overlay = pd.concat(parts + [neg], ignore_index=True)
 for col in ("hardness", "score", "nn_dist", "fhn_true"):
     if col not in overlay:
@@ -74,7 +73,7 @@ overlay["hover"] = (overlay["layer"] + " · " + overlay["item_label"]
                     + np.where(overlay["layer"].isin(ex.SYNTHESIZING) | overlay["layer"].str.contains("@"),
                                " · dist to nearest item/‖pos‖ " + overlay["nn_dist"].round(3).astype(str), ""))
 
-fig, registry = es.map_figure(items, overlay, color_by, size_nn, steps)
+fig, registry = figures.map_figure(items, overlay, color_by, size_nn, steps)
 event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("box", "lasso"),
                         config={"displaylogo": False})
 if uid == "all":
@@ -82,7 +81,7 @@ if uid == "all":
                "training and held-out positives.")
 
 # --- selection -> table ------------------------------------------------------------------------------------
-sel = es.selected_rows(event, registry)
+sel = figures.selected_rows(event, registry)
 neg_cols = ["layer", "user", "pos", "item", "x", "y", "hardness", "score", "nn_dist", "fhn", "fhn_true"]
 
 
@@ -112,15 +111,15 @@ synth = neg[neg["synthesized"]] if len(neg) else neg
 if len(synth):
     st.markdown("**Distance of synthesized negatives to their nearest real item** (Euclidean, full "
                 "embedding space, relative to the positive's norm; real-item negatives are at 0)")
-    colors = es.series_colors(list(synth["layer"].unique()))
+    colors = theme.series_colors(list(synth["layer"].unique()))
     box = px.box(synth, x="layer", y="nn_dist", color="layer", color_discrete_map=colors, points="all")
     box.update_layout(height=300, showlegend=False, margin={"l": 10, "r": 10, "t": 10, "b": 10},
                       yaxis_title="distance to nearest item / ‖positive‖")
     st.plotly_chart(box, key="map_nn_box")
 
 c1, c2 = st.columns(2)
-c1.download_button("Download item coordinates (CSV)", es.csv_bytes(items), file_name=f"items_{method}_{run_id}.csv",
+c1.download_button("Download item coordinates (CSV)", data.csv_bytes(items), file_name=f"items_{method}_{run_id}.csv",
                    mime="text/csv", key="map_dl_items")
 c2.download_button("Download negatives with coordinates (CSV)",
-                   es.csv_bytes(readable(overlay[[c for c in neg_cols if c in overlay]])),
+                   data.csv_bytes(readable(overlay[[c for c in neg_cols if c in overlay]])),
                    file_name=f"negatives_{method}_{run_id}.csv", mime="text/csv", key="map_dl_negatives")

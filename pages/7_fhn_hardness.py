@@ -3,13 +3,13 @@ positives; ground truth on synthetic worlds), how hard they are, per epoch and a
 import plotly.express as px
 import streamlit as st
 
-import app_support as sup
-import explore_support as es
 from cnsdiff_core import diagnostics as dg
 from cnsdiff_core import explore as ex
 from cnsdiff_core.experiment import load_causal_ablation
+from cnsdiff_core.samplers import HARD, METHOD, UNIFORM
+from ui import cache, data, figures, routing, state, theme
 
-sup.require_frame()
+routing.require_frame()
 
 st.title("FHN & hardness")
 st.caption("Measured every epoch on a fixed probe of training triples (one per user where possible); "
@@ -17,12 +17,12 @@ st.caption("Measured every epoch on a fixed probe of training triples (one per u
            "(for CNSDiff the mixed vector λ·h + (1−λ)·random that enters the loss). Resolution rule: "
            f"{dg.RESOLUTION}. Bands are Wilson 95% intervals.")
 
-run_ids = es.pick_runs("fhn_runs", label="Runs (one or several)")
+run_ids = state.pick_runs("fhn_runs", label="Runs (one or several)")
 if not run_ids:
     st.info("Pick at least one finished run (train one on the Train page, or the demo on Home).")
     st.stop()
 
-curves = ex.fhn_curves({r: es.diagnostics(r) for r in run_ids})
+curves = ex.fhn_curves({r: cache.diagnostics(r) for r in run_ids})
 if curves.empty:
     st.warning("The chosen runs have no diagnostics yet (diagnostics.csv is empty).")
     st.stop()
@@ -51,13 +51,13 @@ series = c_sel.multiselect("Series", all_series, key="fhn_series")
 shown = visible[visible["series"].isin(series)]
 if metric in ("null_ratio",):
     shown = shown[shown["fhn_null"].notna()]
-colors = es.series_colors(ex.series_order(curves["series"].unique()) + ["positive"])
+colors = theme.series_colors(ex.series_order(curves["series"].unique()) + ["positive"])
 multi = len(run_ids) > 1
 if shown.empty or shown[metric].isna().all():
     st.info(f"No series has '{metrics[metric]}' here (the matched null exists for synthesized vectors only; "
             "runs stored before it was measured lack it).")
 else:
-    fig = es.fhn_figure(shown, metric, metrics[metric], colors, multi, with_null=metric == "fhn")
+    fig = figures.fhn_figure(shown, metric, metrics[metric], colors, multi, with_null=metric == "fhn")
     if metric in ("fhn_lift", "null_ratio"):
         fig.add_hline(y=1.0, line_dash="dot", line_color="#777",
                       annotation_text="uniform sampling" if metric == "fhn_lift" else "matched null")
@@ -70,7 +70,7 @@ else:
 if not has_truth:
     st.caption("Ground-truth FHN appears for runs on synthetic worlds (the sample world or synthetic:…).")
 
-table = ex.fhn_table({r: (es.diagnostics(r), es.best_epoch(r)) for r in run_ids})
+table = ex.fhn_table({r: (cache.diagnostics(r), cache.best_epoch(r)) for r in run_ids})
 if not table.empty:
     st.subheader("At the selected epoch")
     st.dataframe(table[table["series"].isin(set(series) | set(table.loc[table["vector"] == "negative", "series"]))],
@@ -79,7 +79,7 @@ if not table.empty:
                      help="share resolving to the user's own training positive")})
 
 # --- hardness and score distributions at the selected epoch ---------------------------------------------
-samples = ex.hardness_samples({r: es.negatives(r) for r in run_ids})
+samples = ex.hardness_samples({r: cache.negatives(r) for r in run_ids})
 if samples.empty:
     st.info("The chosen runs stored no probe negatives, so no distributions can be drawn.")
 else:
@@ -97,7 +97,7 @@ else:
 
     st.subheader("Score histograms")
     hist_series = ex.series_order(samples["series"].unique())
-    default = [s for s in ("positive", "rns", "dns", "cnsdiff") if s in hist_series] or hist_series[:3]
+    default = [s for s in ("positive", UNIFORM, HARD, METHOD) if s in hist_series] or hist_series[:3]
     if st.session_state.get("fhn_hist_series") is None or not set(st.session_state["fhn_hist_series"]) <= set(hist_series):
         st.session_state["fhn_hist_series"] = default
     pick = st.multiselect("Series", hist_series, key="fhn_hist_series")
@@ -111,13 +111,13 @@ else:
                     hardness_median=("hardness", "median"), fhn=("fhn", "mean"), nn_dist=("nn_dist", "mean"))
                .reset_index())
     st.dataframe(summary, hide_index=True, key="fhn_summary")
-    st.download_button("Download per-triple negatives (CSV)", es.csv_bytes(samples), file_name="negatives_hardness.csv",
+    st.download_button("Download per-triple negatives (CSV)", data.csv_bytes(samples), file_name="negatives_hardness.csv",
                        mime="text/csv", key="fhn_dl_samples")
-st.download_button("Download FHN per epoch (CSV)", es.csv_bytes(curves), file_name="fhn_per_epoch.csv",
+st.download_button("Download FHN per epoch (CSV)", data.csv_bytes(curves), file_name="fhn_per_epoch.csv",
                    mime="text/csv", key="fhn_dl_curves")
 
 # --- FHN against the synthetic world's confounding strength -------------------------------------------
-conf = es.confounding_over_store()
+conf = cache.confounding_over_store()
 if conf["confounding"].nunique() >= 2:
     st.subheader("FHN vs confounding strength (synthetic worlds)")
     st.caption("Every finished run on a synthetic world, at its selected epoch; several runs with "
@@ -129,7 +129,7 @@ if conf["confounding"].nunique() >= 2:
     agg = conf.groupby(["series", "confounding"], as_index=False)[conf_metric].mean()
     agg = agg[agg["series"].isin(series)]
     chart = px.line(agg, x="confounding", y=conf_metric, color="series", markers=True,
-                    color_discrete_map=es.series_colors(list(agg["series"].unique())))
+                    color_discrete_map=theme.series_colors(list(agg["series"].unique())))
     chart.update_layout(height=380)
     st.plotly_chart(chart, key="fhn_confounding")
 else:

@@ -1,24 +1,22 @@
 """Noise schedule lab: edit two schedules side by side, see their curves, refit only the denoiser
 on a run's frozen embeddings with one of them (seconds) and see hardness and FHN per step."""
-import time
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-import app_support as sup
-import explore_support as es
 from cnsdiff_core import explore as ex
 from cnsdiff_core.config import LOSS_WEIGHTINGS, SCHEDULES, ConfigError, preset_config
+from cnsdiff_core.samplers import METHOD
+from ui import context, data, figures, forms, pages, routing, state, tasks
 
-sup.require_frame()
+routing.require_frame()
 
 st.title("Noise schedule lab")
 st.caption("β_t per step, ᾱ_t = Π(1 − β), SNR = ᾱ/(1 − ᾱ), noise std √(1 − ᾱ). The paper's default "
            "(linear-var, scale 0.1) barely moves the positive; cosine at scale 1 reaches real noise.")
 
-run_id = es.pick_run("lab_run", label="Run (its embeddings, denoiser settings and schedule A's defaults)")
-ctx = es.run_context(run_id) if run_id else None
+run_id = state.pick_run("lab_run", label="Run (its embeddings, denoiser settings and schedule A's defaults)")
+ctx = context.run_context(run_id) if run_id else None
 base = ctx.cfg if ctx else preset_config("paper")
 tuned = preset_config("tuned")
 DEFAULTS = {"a": base, "b": tuned if (base.schedule, base.noise_scale) != (tuned.schedule, tuned.noise_scale)
@@ -36,8 +34,7 @@ def schedule_inputs(col, tag: str) -> dict:
         bmax = st.number_input("β max", value=float(d.beta_max), format="%.2e", step=1e-3, key=f"lab_{tag}_bmax")
         weighting = st.selectbox("Loss weighting w(t)", LOSS_WEIGHTINGS, index=LOSS_WEIGHTINGS.index(d.loss_weighting),
                                  key=f"lab_{tag}_weighting",
-                                 help="snr-diff: SNR(t-1)-SNR(t) with w(1)=w(2); snr-diff-ref: DiffRec's w(1)=1 "
-                                      "(t=1 gets almost nothing); uniform: 1 for every t. Normalized to mean 1.")
+                                 help=forms.SETTINGS["loss_weighting"].help)
     return {"kind": kind, "steps": int(steps), "scale": float(scale), "beta_min": float(bmin), "beta_max": float(bmax),
             "weighting": weighting}
 
@@ -52,16 +49,16 @@ for label, spec, col in (("A", specs["A"], col_a), ("B", specs["B"], col_b)):
         valid[label] = spec
     except ConfigError as exc:
         col.error(f"Schedule {label}: {exc}")
-st.page_link(sup.REPO / "pages" / "9_tune.py", label=f"Search schedules: a tuning study starting from schedule A "
-             f"({specs['A']['kind']})", icon=":material/manage_search:", query_params={"schedule": specs["A"]["kind"]},
-             help="Opens Tune with this family as the first CNSDiff trial; the study then searches the family, "
-                  "scale, hardness steps, mixing and loss weights on IID validation.")
+pages.link("tune", label=f"Search schedules: a tuning study starting from schedule A ({specs['A']['kind']})",
+           query_params={"schedule": specs["A"]["kind"]},
+           help="Opens Tune with this family as the first CNSDiff trial; the study then searches the family, "
+                "scale, hardness steps, mixing and loss weights on IID validation.")
 if curves:
-    data = pd.concat(curves, ignore_index=True)
-    st.plotly_chart(es.schedule_figure(data), key="lab_curves")
+    table = pd.concat(curves, ignore_index=True)
+    st.plotly_chart(figures.schedule_figure(table), key="lab_curves")
     with st.expander("Numbers"):
-        st.dataframe(data, hide_index=True, key="lab_table")
-        st.download_button("Download curves (CSV)", es.csv_bytes(data), file_name="schedules.csv",
+        st.dataframe(table, hide_index=True, key="lab_table")
+        st.download_button("Download curves (CSV)", data.csv_bytes(table), file_name="schedules.csv",
                            mime="text/csv", key="lab_dl_curves")
 
 # --- refit only the denoiser ---------------------------------------------------------------------------
@@ -86,68 +83,58 @@ st.caption(f"Fresh denoiser (hidden {cfg.denoiser_hidden}, dropout {cfg.denoiser
            f"causal {cfg.causal}) on the frozen item embeddings of {run_id}; candidates at steps "
            f"{cfg.hardness_steps()} denoised to {sorted({cfg.stop_for(s) for s in cfg.hardness_steps()})}"
            f"{' (reverse chain from T: reference behaviour)' if cfg.reverse_from_T else ''}.")
-job: es.RefitJob | None = st.session_state.get("lab_refit_job")
-running = job is not None and job.active
-if c_go.button("Refit denoiser", key="lab_refit", type="primary", disabled=running):
-    job = es.RefitJob(cfg, int(n_steps), f"schedule {which}: {spec['kind']}, scale {spec['scale']:g}, T={spec['steps']}",
-                      run_id).start(ctx.data, ctx.user_emb, ctx.item_emb)
+job: ex.RefitTask | None = st.session_state.get("lab_refit_job")
+if c_go.button("Refit denoiser", key="lab_refit", type="primary", disabled=job is not None and job.active):
+    job = ex.start_refit(cfg, int(n_steps), f"schedule {which}: {spec['kind']}, scale {spec['scale']:g}, T={spec['steps']}",
+                         run_id, ctx.data, ctx.user_emb, ctx.item_emb)
     st.session_state["lab_refit_job"] = job
-    running = True
 
-if running:
-    @st.fragment(run_every=1.0)
-    def progress() -> None:
-        j: es.RefitJob = st.session_state["lab_refit_job"]
-        if not j.active:
-            st.rerun(scope="app")
-        if j.status == "queued":
-            st.progress(0.0, text="Waiting for other refits on this machine to finish…")
-            return
-        loss = "" if j.loss is None else f" · loss {j.loss:.4f}"
-        st.progress(j.fraction, text=f"Refitting ({j.label}): step {j.step}/{j.n_steps}{loss} · "
-                                     f"{time.time() - j.started:.0f} s")
-        if st.button("Stop", key="lab_refit_stop"):
-            j.stop_event.set()
 
-    progress()
-elif job is not None:
+def refit_progress(items: list) -> None:
+    j = items[0]
+    if j.status == "queued":
+        st.progress(0.0, text="Waiting for other refits on this machine to finish…")
+    elif j.active:
+        tasks.progress(j, f"Refitting ({j.title}): {j.note or 'starting'} · {j.seconds:.0f} s", stop_key="lab_refit_stop")
+
+
+if job is not None:
+    tasks.task_panel(lambda: [job], refit_progress, "lab_refit")
+
+
+def show_refit(job: ex.RefitTask) -> None:
+    """The outcome of an ended refit: per-step hardness and FHN beside the run's own denoiser."""
     if job.status == "failed":
-        st.error(f"The refit failed: {job.error}")
-    else:
-        st.success(f"{job.label}: {len(job.loss_curve)} steps in {job.seconds:.1f} s "
-                   f"({'stopped early; ' if job.status == 'stopped' else ''}fixed evaluation-batch loss "
-                   f"{job.eval_before:.4f} → {job.eval_after:.4f}).")
-        report = job.report.assign(denoiser="refit")
-        own = es.own_step_report(ctx) if job.run_id == run_id else None
-        if own is not None:
-            report = pd.concat([report, own.assign(denoiser="run's own")], ignore_index=True)
-        names = {"hardness_mean": "hardness (mean)", "cos_to_pos": "cosine to positive",
-                 "nn_dist": "distance to nearest item / ‖pos‖", "fhn": "observed FHN",
-                 "own_positive": "collapse onto own positive", "fhn_true": "ground-truth FHN"}
-        cols = [c for c in names if c in report and report[c].notna().any()]
-        long = report.rename(columns=names).melt(id_vars=["label", "denoiser"], value_vars=[names[c] for c in cols])
-        chart = px.bar(long, x="label", y="value", color="denoiser", barmode="group", facet_col="variable",
-                       facet_col_wrap=3, color_discrete_map={"refit": sup.SYNTH_COLOR, "run's own": sup.OKABE_ITO["grey"]},
-                       labels={"label": "step"})
-        chart.update_yaxes(matches=None, showticklabels=True, title_text="")
-        chart.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-        chart.update_layout(height=520)
-        st.plotly_chart(chart, key="lab_refit_chart")
-        st.dataframe(report, hide_index=True, key="lab_refit_table")
-        st.caption(f"Uniform sampling would give an FHN rate of {report['uniform_rate'].iloc[0]:.4f} on this probe.")
-        loss = pd.DataFrame({"step": range(1, len(job.loss_curve) + 1), "loss": job.loss_curve})
-        st.plotly_chart(px.line(loss, x="step", y="loss", height=260), key="lab_refit_loss")
-        st.download_button("Download per-step report (CSV)", es.csv_bytes(report), file_name="refit_report.csv",
-                           mime="text/csv", key="lab_dl_report")
+        st.error(f"The refit failed: {job.message}")
+        return
+    st.success(f"{job.title}: {len(job.loss_curve)} steps in {job.seconds:.1f} s "
+               f"({'stopped early; ' if job.status == 'stopped' else ''}fixed evaluation-batch loss "
+               f"{job.eval_before:.4f} → {job.eval_after:.4f}).")
+    report = job.report.assign(denoiser="refit")
+    own = context.own_step_report(ctx) if job.run_id == run_id else None
+    if own is not None:
+        report = pd.concat([report, own.assign(denoiser="run's own")], ignore_index=True)
+    chart = figures.refit_figure(report)
+    st.plotly_chart(chart, key="lab_refit_chart")
+    st.dataframe(report, hide_index=True, key="lab_refit_table")
+    st.caption(f"Uniform sampling would give an FHN rate of {report['uniform_rate'].iloc[0]:.4f} on this probe.")
+    loss = pd.DataFrame({"step": range(1, len(job.loss_curve) + 1), "loss": job.loss_curve})
+    st.plotly_chart(px.line(loss, x="step", y="loss", height=260), key="lab_refit_loss")
+    st.download_button("Download per-step report (CSV)", data.csv_bytes(report), file_name="refit_report.csv",
+                       mime="text/csv", key="lab_dl_report")
+
+
+if job is not None and not job.active:
+    show_refit(job)
 
 # --- a full run with this schedule -------------------------------------------------------------------------
 st.divider()
-train_cfg = cfg.with_updates(sampler="cnsdiff", preset="custom")
-if sup.read_only():
+train_cfg = cfg.with_updates(sampler=METHOD, preset="custom")
+if state.read_only():
     st.caption("Read-only workshop mode: training is switched off.")
 elif st.button(f"Train CNSDiff with schedule {which}", key="lab_train",
                help="Starts a full CNSDiff run in the background with the run's settings and this schedule."):
-    job_id = sup.job_manager().submit([train_cfg], title=f"schedule lab: {spec['kind']} ×{spec['scale']:g}", tag="lab")
-    sup.remember_job(job_id)
+    job_id = tasks.job_manager().submit([train_cfg], title=f"schedule lab: {spec['kind']} ×{spec['scale']:g}", tag="lab")
+    tasks.remember_job(job_id)
     st.success("Training started in the background; follow it on the Train page. The run appears in the "
                "sidebar when it is done.")

@@ -3,11 +3,11 @@ and loss weights; every baseline's own knobs), started and stopped in the backgr
 study's figures live, its trials linked to their runs, and the best configuration sent to Train."""
 import streamlit as st
 
-import app_support as sup
 from cnsdiff_core.config import PRESETS, SCHEDULES, ConfigError, preset_config
-from cnsdiff_core.samplers import LABELS
+from cnsdiff_core.samplers import LABELS, WITH_DENOISER
+from ui import data, pages, routing, state, tasks, tune
 
-sup.require_frame()
+routing.require_frame()
 
 st.title("Tune")
 st.caption("A study tries settings of one sampler and keeps the one with the best **IID validation** "
@@ -16,22 +16,22 @@ st.caption("A study tries settings of one sampler and keeps the one with the bes
            "are pruned. The same study can be worked on from the command line by any number of processes "
            "or machines (`python -m cnsdiff_core tune`, README: Tuning and scale-out).")
 
-manager = sup.job_manager()
-storages = sup.study_storages()
-name, shift = sup.current_dataset(), sup.current_shift()
+manager = tasks.job_manager()
+storages = tune.study_storages()
+name, shift = state.current_dataset(), state.current_shift()
 
 # --- start a study --------------------------------------------------------------------------------------
 lab_schedule = st.query_params.get("schedule") or st.session_state.get("tune_from_lab")
 if lab_schedule in SCHEDULES:
     st.session_state["tune_from_lab"] = lab_schedule  # survives the URL sync of later reruns
-if sup.read_only():
+if state.read_only():
     st.info("Read-only workshop mode: browse the stored studies below; starting studies is switched off.")
 else:
     with st.form("tune_form", border=True):
-        st.markdown(f"**New study** on dataset **{sup.dataset_label(name)}**, shift **{shift}** "
+        st.markdown(f"**New study** on dataset **{data.dataset_label(name)}**, shift **{shift}** "
                     "(change them in the sidebar)")
         c = st.columns([2, 1, 1, 2])
-        sampler = c[0].selectbox("Sampler", list(sup.TUNE_SAMPLERS), key="tune_sampler",
+        sampler = c[0].selectbox("Sampler", list(tune.TUNE_SAMPLERS), key="tune_sampler",
                                  format_func=lambda s: LABELS.get(s, s))
         trials = c[1].number_input("Trials (study total)", 1, 500, 20, key="tune_trials",
                                    help="Finished (complete or pruned) trials the study should hold. "
@@ -57,31 +57,25 @@ else:
             study_name = default_study_name(StudySpec(name, shift or "", sampler, preset, cfg.epochs, 0, {}))
             spec = {"dataset": name, "shift": shift, "sampler": sampler, "trials": int(trials), "preset": preset,
                     "epochs": int(epochs), "storage": storages[0], "study": study_name}
-            if sampler == "cnsdiff" and first in SCHEDULES:
+            if sampler in WITH_DENOISER and first in SCHEDULES:
                 spec["enqueue"] = {"schedule": first}
             job_id = manager.submit_study(spec, title=f"study {study_name}")
-            sup.remember_job(job_id)
+            tasks.remember_job(job_id)
             # shown below as soon as the job has created it in the storage
             st.session_state["tune_storage"], st.session_state["tune_pending"] = storages[0], study_name
             st.success(f"Study {study_name} is running in the background; its figures appear below as trials finish.")
 
 def study_jobs() -> list[dict]:
-    return [j for j in sup.my_jobs() if j.get("kind") == "study"]
+    return [j for j in tasks.my_jobs() if j.get("kind") == "study"]
 
 
-polling = any(j["status"] in sup.ACTIVE for j in study_jobs())
-sup.newly_finished(study_jobs(), "tune_seen_done")  # jobs already done when the page drew
-
-
-@st.fragment(run_every=2.0 if polling else None)
-def live() -> None:
+def live(jobs: list[dict]) -> None:
     """The study jobs and the chosen study, redrawn every 2 s while a study job runs."""
-    jobs = study_jobs()
     for job in jobs[:3]:
         with st.container(border=True):
-            st.markdown(f"{sup.STATUS_ICONS.get(job['status'], '')} **{job['title']}** · {job['status']}")
-            if job["status"] in sup.ACTIVE:
-                st.progress(job["fraction"], text=sup.job_progress_text(job))
+            st.markdown(f"{tasks.STATUS_ICONS.get(job['status'], '')} **{job['title']}** · {job['status']}")
+            if job["status"] in tasks.ACTIVE:
+                st.progress(job["fraction"], text=tasks.job_progress_text(job))
                 st.button("Stop study", key=f"tune_stop_{job['job_id']}", on_click=manager.stop,
                           args=(job["job_id"],), disabled=job["stop_requested"], icon=":material/stop:",
                           help="Stops the trial in training (its run is kept as stopped; the trial does not "
@@ -90,9 +84,7 @@ def live() -> None:
                 st.error(job["message"])
             else:
                 st.caption(job["message"])
-    browse(any(j["status"] in sup.ACTIVE for j in jobs))
-    if sup.newly_finished(jobs, "tune_seen_done") and polling:
-        st.rerun(scope="app")  # a study ended while we watched: redraw (sidebar runs, no more polling)
+    browse(any(j["status"] in tasks.ACTIVE for j in jobs))
 
 
 def browse(active: bool) -> None:
@@ -104,20 +96,20 @@ def browse(active: bool) -> None:
     st.subheader("Studies")
     waiting = "Waiting for the study to appear in the storage…"
     if not storages:
-        st.info("No stored studies here yet" + ("." if sup.read_only() else ": start one above."))
+        st.info("No stored studies here yet" + ("." if state.read_only() else ": start one above."))
         return
     if st.session_state.get("tune_storage") not in storages:
         st.session_state["tune_storage"] = storages[0]
-    url = st.selectbox("Storage", storages, key="tune_storage", format_func=sup.storage_label)
-    none_yet = "" if sup.read_only() else ": start one above, or run `python -m cnsdiff_core tune` on the command line"
-    if not sup.storage_exists(url):  # browsing never creates the runs folder's database
+    url = st.selectbox("Storage", storages, key="tune_storage", format_func=tune.storage_label)
+    none_yet = "" if state.read_only() else ": start one above, or run `python -m cnsdiff_core tune` on the command line"
+    if not tune.storage_exists(url):  # browsing never creates the runs folder's database
         if active:
             st.caption(waiting)
         else:
             st.info(f"No study has been stored here yet{none_yet}.")
         return
     try:
-        storage = sup.study_storage(url)
+        storage = tune.study_storage(url)
         studies = [s for s in list_studies(storage) if s["kind"] != "grid"]
     except Exception as exc:  # an unreadable storage must not break the page
         st.error(f"Cannot read the studies in {url}: {exc}")
@@ -161,11 +153,11 @@ def browse(active: bool) -> None:
         return
     figures(study, spec, len(complete))
     trials_table(study, spec)
-    if best is not None and not sup.read_only():
+    if best is not None and not state.read_only():
         if st.button("Use the best configuration", key="tune_use_best", type="primary", icon=":material/input:",
                      help="Fills the Train form with the study's preset and epochs plus the best trial's parameters."):
-            sup.prefill_train_from_study(spec, dict(best.params))
-            st.switch_page("pages/3_train.py")
+            tune.prefill_train_from_study(spec, dict(best.params))
+            pages.switch("train")
     elif best is not None:
         st.caption("Best parameters: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                    for k, v in best.params.items()))
@@ -186,7 +178,7 @@ def figures(study, spec: dict, n_complete: int) -> None:
             st.caption("Parameter importances appear once two trials are complete.")
     if n_complete >= 2:
         st.plotly_chart(vis.plot_parallel_coordinate(study, target_name="valid Recall@20"), key="tune_parallel")
-        pair = ["schedule", "noise_scale"] if spec.get("sampler") == "cnsdiff" else ["lr", "l2"]
+        pair = ["schedule", "noise_scale"] if spec.get("sampler") in WITH_DENOISER else ["lr", "l2"]
         try:
             fig = vis.plot_contour(study, params=pair, target_name="valid Recall@20")
         except (ValueError, RuntimeError) as exc:
@@ -201,7 +193,7 @@ def trials_table(study, spec: dict) -> None:
 
     frame = trials_frame(study)
     ds, sh = spec.get("dataset", name), spec.get("shift", shift)
-    page = "denoising" if spec.get("sampler") == "cnsdiff" else "negatives_map"
+    page = "denoising" if spec.get("sampler") in WITH_DENOISER else "negatives_map"
     frame.insert(4, "open", [f"/{page}?dataset={ds}&shift={sh}&run={r}" if isinstance(r, str) and r else None
                              for r in frame["run_id"]])
     st.dataframe(frame, hide_index=True, key="tune_trials",
@@ -215,10 +207,9 @@ def trials_table(study, spec: dict) -> None:
         run = c1.selectbox("Open a trial's run", runs, key="tune_open_run",
                            format_func=lambda r: f"trial {int(frame.loc[frame['run_id'] == r, 'trial'].iloc[0])} · {r}")
         if c2.button("Explore it", key="tune_open", icon=":material/open_in_new:"):
-            sup.select(dataset=ds, shift=sh, run_id=run)
-            files = sup.page_files()
-            target = files.get("denoising" if spec.get("sampler") == "cnsdiff" else "negatives_map")
-            st.switch_page(str(target.relative_to(sup.REPO)) if target else "pages/4_compare_runs.py")
+            state.select(dataset=ds, shift=sh, run_id=run)
+            target = "denoising" if spec.get("sampler") in WITH_DENOISER else "negatives_map"
+            pages.switch(target if pages.exists(target) else "compare_runs")
 
 
-live()
+tasks.task_panel(study_jobs, live, "tune", every=2.0)

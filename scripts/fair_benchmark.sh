@@ -28,7 +28,13 @@ budget_of() { if [ "$1" = yelp2018 ]; then echo "$YELP_TRIALS"; else echo "$TRIA
 commit() {  # commit only these paths, only inside a git checkout, never failing the benchmark
   [ "$COMMIT" = 1 ] && git rev-parse --is-inside-work-tree >/dev/null 2>&1 || return 0
   local msg=$1; shift
-  git add -- "$@" 2>/dev/null && git commit -q -m "$msg" -- "$@" >/dev/null 2>&1 || true
+  local try
+  for try in 1 2 3; do  # another git process (a merge, a commit elsewhere) can hold the index lock
+    git add -- "$@" 2>/dev/null && git commit -q -m "$msg" -- "$@" >/dev/null 2>&1 && return 0
+    git diff --quiet HEAD -- "$@" 2>/dev/null && [ -z "$(git ls-files --others --exclude-standard -- "$@")" ] && return 0
+    sleep 5
+  done
+  echo "could not commit $* (git busy?); the next commit picks it up" >&2
 }
 report() {
   local budgets=()

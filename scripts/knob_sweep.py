@@ -21,6 +21,7 @@ import torch  # noqa: E402
 
 from cnsdiff_core.config import preset_config  # noqa: E402
 from cnsdiff_core.data import load_dataset  # noqa: E402
+from cnsdiff_core.samplers import HARD, METHOD, UNIFORM  # noqa: E402
 from cnsdiff_core.train import Trainer  # noqa: E402
 
 V1 = {"schedule": "cosine", "noise_scale": 1.0, "denoise_steps": 3, "hard_start": 10, "hard_stride": 4,
@@ -28,18 +29,18 @@ V1 = {"schedule": "cosine", "noise_scale": 1.0, "denoise_steps": 3, "hard_start"
 M11 = {"mix_a1": 1.0, "mix_b1": 1.0}
 HS2 = {"hard_start": 2, "hard_stride": 4}
 GRID = [
-    ("rns", "tuned", {}), ("dns", "tuned", {}),
-    ("cnsdiff", "paper", {}), ("cnsdiff", "reference", {}),
-    ("cnsdiff", "tuned", V1), ("cnsdiff", "tuned", {**V1, "cl_weight": 0.0}),
-    ("cnsdiff", "tuned", {**V1, "causal": "none"}), ("cnsdiff", "tuned", {**V1, "noise_scale": 0.3}),
-    ("cnsdiff", "tuned", {**V1, "denoise_steps": 8}),
-    ("cnsdiff", "tuned", {**V1, **M11}), ("cnsdiff", "tuned", {**V1, "mix_a1": 1.0, "mix_b1": 9.0}),
-    ("cnsdiff", "tuned", {**V1, **M11, "denoise_steps": 8}), ("cnsdiff", "tuned", {**V1, **M11, "causal": "kl"}),
-    ("cnsdiff", "tuned", {**V1, **M11, **HS2}), ("cnsdiff", "tuned", {**V1, **M11, **HS2, "causal": "kl"}),
-    ("cnsdiff", "tuned", {**V1, **M11, **HS2, "causal": "none"}),
-    ("cnsdiff", "tuned", {**V1, **M11, **HS2, "denoise_steps": 8}),
-    ("cnsdiff", "tuned", {**V1, **M11, **HS2, "noise_scale": 0.5}),
-    ("cnsdiff", "tuned", {**V1, **M11, **HS2, "min_mix": 0.3}),
+    (UNIFORM, "tuned", {}), (HARD, "tuned", {}),
+    (METHOD, "paper", {}), (METHOD, "reference", {}),
+    (METHOD, "tuned", V1), (METHOD, "tuned", {**V1, "cl_weight": 0.0}),
+    (METHOD, "tuned", {**V1, "causal": "none"}), (METHOD, "tuned", {**V1, "noise_scale": 0.3}),
+    (METHOD, "tuned", {**V1, "denoise_steps": 8}),
+    (METHOD, "tuned", {**V1, **M11}), (METHOD, "tuned", {**V1, "mix_a1": 1.0, "mix_b1": 9.0}),
+    (METHOD, "tuned", {**V1, **M11, "denoise_steps": 8}), (METHOD, "tuned", {**V1, **M11, "causal": "kl"}),
+    (METHOD, "tuned", {**V1, **M11, **HS2}), (METHOD, "tuned", {**V1, **M11, **HS2, "causal": "kl"}),
+    (METHOD, "tuned", {**V1, **M11, **HS2, "causal": "none"}),
+    (METHOD, "tuned", {**V1, **M11, **HS2, "denoise_steps": 8}),
+    (METHOD, "tuned", {**V1, **M11, **HS2, "noise_scale": 0.5}),
+    (METHOD, "tuned", {**V1, **M11, **HS2, "min_mix": 0.3}),
 ]
 
 

@@ -285,9 +285,10 @@ def pick_run_and_users(runs: Path, n: int, seed: int) -> tuple[str, list[str]]:
     from cnsdiff_core import explore as ex
     from cnsdiff_core.data import load_dataset
     from cnsdiff_core.runs import RunStore
+    from cnsdiff_core.samplers import WITH_DENOISER
 
     infos = [i for i in RunStore(runs).list_runs() if i.status in ("finished", "early-stopped", "stopped")
-             and i.config.get("sampler") == "cnsdiff" and (i.path / "embeddings.npz").exists()]
+             and i.config.get("sampler") in WITH_DENOISER and (i.path / "embeddings.npz").exists()]
     if not infos:
         raise SystemExit(f"no finished CNSDiff run in {runs}; precompute a bundle first.")
     infos.sort(key=lambda i: (i.config.get("preset") != "tuned", i.config.get("dataset") != "sample"))

@@ -16,7 +16,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cnsdiff_core.data.synthetic import WorldConfig, generate_world, save_world  # noqa: E402
+from cnsdiff_core.data.synthetic import WorldConfig, generate_world  # noqa: E402
+from cnsdiff_core.data.world_files import save_world  # noqa: E402
 
 SAMPLE_CONFIG = WorldConfig(n_users=600, n_items=800, dim=16, popularity_skew=1.0, confounding=0.7,
                             popularity_click_rate=0.05, relevance_rate=0.15, drift=0.3,

@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from cnsdiff_core.config import preset_config  # noqa: E402
 from cnsdiff_core.data import load_dataset  # noqa: E402
 from cnsdiff_core.diagnostics import fhn_summary  # noqa: E402
+from cnsdiff_core.samplers import METHOD  # noqa: E402
 from cnsdiff_core.train import Trainer  # noqa: E402
 
 WORLD = ("synthetic:n_users=600,n_items=800,dim=16,confounding={c},popularity_click_rate=0.05,relevance_rate=0.15,"
@@ -94,12 +95,12 @@ def main() -> None:
         if dataset not in cache:
             cache.clear()
             cache[dataset] = load_dataset(dataset)
-        cfg = preset_config("tuned", sampler="cnsdiff", dataset=dataset, epochs=args.epochs, patience=args.patience,
+        cfg = preset_config("tuned", sampler=METHOD, dataset=dataset, epochs=args.epochs, patience=args.patience,
                             seed=seed, test_eval="selected", cpu_threads=1, device="cpu", **kw)
         t = time.time()
         res = Trainer(cfg, cache[dataset]).fit()
-        m, f = res.metrics, fhn_summary(res.diagnostics, "cnsdiff", res.best_epoch)
-        pre = [r for r in res.diagnostics if r["sampler"] == "cnsdiff" and r["step"] == -2
+        m, f = res.metrics, fhn_summary(res.diagnostics, METHOD, res.best_epoch)
+        pre = [r for r in res.diagnostics if r["sampler"] == METHOD and r["step"] == -2
                and r["epoch"] == f.get("epoch")]
         pre = pre[0] if pre else {}
         row = {"dataset": dataset, "overrides": key[1], "seed": seed,

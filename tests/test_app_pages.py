@@ -19,7 +19,8 @@ TITLES = {"pages/1_home.py": "CNSDiff explorer", "pages/2_data_and_shift.py": "D
 def store_root(tmp_path_factory):
     """One run store for the module, with two quick RNS runs trained directly by the engine."""
     from cnsdiff_core.config import preset_config
-    from cnsdiff_core.runs import RunStore, train_and_store
+    from cnsdiff_core.runs import RunStore
+    from cnsdiff_core.recorder import train_and_store
 
     root = tmp_path_factory.mktemp("runs")
     mp = pytest.MonkeyPatch()
@@ -121,8 +122,8 @@ def test_data_page_stats_long_tail_and_shift(store_root):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Users"] == "600" and metrics["Items"] == "800"
     assert float(metrics["KL(OOD test ‖ train)"]) > float(metrics["KL(IID test ‖ train)"])  # exposure shift
-    import app_support as sup
-    frame = sup.popularity_frame("sample", "exposure")
+    from ui import data
+    frame = data.popularity_frame("sample", "exposure")
     assert set(frame["split"]) == {"train", "test_iid", "test_ood"}
     assert (frame.groupby("split")["count"].apply(lambda c: c.is_monotonic_decreasing)).all()
 
@@ -177,13 +178,13 @@ def test_upload_shows_a_verdict_per_file(store_root):
 
 
 def test_train_form_covers_every_setting():
-    import app_support as sup
+    from ui import forms
     from cnsdiff_core.config import TrainConfig
 
-    shown = [f for group in sup.form_groups().values() for f in group]
+    shown = [f for group in forms.form_groups().values() for f in group]
     assert len(shown) == len(set(shown))
-    assert set(shown) | set(sup.FORM_EXCLUDED) == {f.name for f in fields(TrainConfig)}
-    assert not set(shown) & set(sup.FORM_EXCLUDED)
+    assert set(shown) | set(forms.FORM_EXCLUDED) == {f.name for f in fields(TrainConfig)}
+    assert not set(shown) & set(forms.FORM_EXCLUDED)
 
 
 def test_train_form_reports_a_bad_value_in_one_sentence(store_root):
@@ -206,10 +207,10 @@ def test_preset_fills_the_form(store_root):
 
 
 def test_another_page_can_prefill_the_train_form(store_root):
-    import app_support as sup
+    from ui import forms
 
     at = open_page("pages/2_data_and_shift.py")
-    at.session_state[sup.KEY_TRAIN_PREFILL] = {"schedule": "linear", "noise_scale": "0.5"}
+    at.session_state[forms.KEY_TRAIN_PREFILL] = {"schedule": "linear", "noise_scale": "0.5"}
     at.switch_page("pages/3_train.py").run()
     assert not at.exception
     assert at.selectbox(key="cfg_schedule").value == "linear"
@@ -348,23 +349,24 @@ def test_read_only_mode_hides_training_and_import(store_root, monkeypatch):
 
 
 def test_read_only_from_the_command_line(monkeypatch):
-    import app_support as sup
+    from ui import state
 
     monkeypatch.delenv("CNSDIFF_READ_ONLY", raising=False)
     monkeypatch.setattr("sys.argv", ["app.py"])
-    assert not sup.read_only()
+    assert not state.read_only()
     monkeypatch.setattr("sys.argv", ["app.py", "--read-only"])  # streamlit run app.py -- --read-only
-    assert sup.read_only()
+    assert state.read_only()
 
 
 def test_a_failing_job_reports_its_message_and_never_raises(store_root):
-    import app_support as sup
     from cnsdiff_core.config import preset_config
+    from cnsdiff_core.jobs import JobManager
+    from cnsdiff_core.tasks import ACTIVE
 
-    manager = sup.JobManager()
+    manager = JobManager()
     job_id = manager.submit([preset_config("demo", dataset="no-such-dataset", sampler="rns")])
     end = time.time() + 30
-    while manager.get(job_id)["status"] in sup.ACTIVE and time.time() < end:
+    while manager.get(job_id)["status"] in ACTIVE and time.time() < end:
         time.sleep(0.2)
     job = manager.get(job_id)
     assert job["status"] == "failed" and "no-such-dataset" in job["message"]

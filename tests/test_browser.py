@@ -24,7 +24,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 DOC_SHOTS = ROOT / "docs" / "screenshots"
 PAGES = [("", "CNSDiff explorer", "home"), ("data_and_shift", "Data & shift", "data"),
-         ("train", "Train", "train"), ("compare_runs", "Compare runs", "compare")]
+         ("train", "Train", "train"), ("compare_runs", "Compare runs", "compare"), ("tune", "Tune", "tune")]
 EXPLORE = [("pages/5_denoising.py", "denoising"), ("pages/6_negatives_map.py", "negatives_map"),
            ("pages/7_fhn_hardness.py", "fhn_hardness"), ("pages/8_schedule_lab.py", "schedule_lab")]
 # Every page with the demo's runs, as a person sees it (docs/SCREENS.md describes each picture).

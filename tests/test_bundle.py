@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cnsdiff_core import bundle as bd
+from cnsdiff_core import stored_maps
 from cnsdiff_core.config import PRESETS, preset_config
 from cnsdiff_core.data import DataError, load_dataset, parse_synthetic
 from cnsdiff_core.runs import RunStore
@@ -134,7 +135,7 @@ def test_umap_interpolation_places_vectors_near_their_items():
     coords = (spots[label] + 0.3 * rng.normal(size=(200, 2))).astype(np.float32)
     known = rng.normal(size=(5, 16)).astype(np.float32)
     proj = bd.StoredProjection("umap", coords, items, n_neighbors=15,
-                               known={bd._vec_key(known): np.full((5, 2), 3.0, np.float32)})
+                               known={stored_maps._vec_key(known): np.full((5, 2), 3.0, np.float32)})
     # a new vector of a cluster (any norm: the map is cosine) lands on that cluster's spot
     new = (centers + 0.1 * rng.normal(size=(8, 16))) * rng.uniform(0.5, 3, size=(8, 1))
     got = proj.transform(new)
@@ -147,24 +148,24 @@ def test_umap_interpolation_places_vectors_near_their_items():
 
 
 def test_map_job_uses_the_stored_maps(bundle, monkeypatch):
-    import explore_support as es
     from cnsdiff_core import explore as ex
+    from cnsdiff_core.explore import maps
 
     root, _ = bundle
     run = RunStore(root).load(RunStore(root).list_runs()[0].run_id)
     items = run.embeddings()[1]
-    monkeypatch.setattr(ex, "fit_item_map", lambda *a, **k: pytest.fail("refitted a stored map"))
-    job = es.MapJob(items, run.path)
-    assert isinstance(job.pca, bd.StoredProjection) and job.status == "idle" and not job.precomputed
+    monkeypatch.setattr(maps, "fit_item_map", lambda *a, **k: pytest.fail("refitted a stored map"))
+    job = ex.ItemMaps(items, run.path)
+    assert isinstance(job.pca, bd.StoredProjection) and job.status is None and not job.precomputed
     # with a stored UMAP the job is ready at once and never starts a thread
     coords = np.asarray(job.pca.embedding_ * 2, np.float32)
     umap_file = run.path / "projection_umap.npz"
     np.savez(umap_file, method=np.array("umap"), fingerprint=np.array(bd.fingerprint(items)), coords=coords,
              n_neighbors=np.array(15))
     try:
-        job = es.MapJob(items, run.path)
+        job = ex.ItemMaps(items, run.path)
         job.start_umap()
-        assert job.status == "ready" and job.precomputed and job._thread is None
+        assert job.status == "finished" and job.precomputed and job.task is None
         assert job.effective("umap") == "umap" and job.coords("umap").shape == (items.shape[0], 2)
     finally:
         umap_file.unlink()
@@ -184,9 +185,9 @@ def test_read_only_every_page_says_so_and_offers_no_training(bundle, monkeypatch
     assert not at.exception, [e.value for e in at.exception]
     assert at.button(key="demo_run").disabled
     # the bundle's generated world is offered in the sidebar of a read-only app
-    import app_support as sup
+    from ui import data
 
-    assert sup.dataset_label(TINY) in at.sidebar.selectbox(key="dataset").options
+    assert data.dataset_label(TINY) in at.sidebar.selectbox(key="dataset").options
     with pytest.raises(ValueError):
         at.switch_page("pages/3_train.py")  # not even a page of the app
     pages = ["pages/1_home.py", "pages/2_data_and_shift.py", "pages/4_compare_runs.py", "pages/5_denoising.py",

@@ -2,7 +2,10 @@ import json
 
 import pytest
 
-from cnsdiff_core.config import PRESETS, ConfigError, TrainConfig, parse_set_args, preset_config
+from dataclasses import fields
+
+from cnsdiff_core.config import (GROUPS, PRESETS, ConfigError, TrainConfig, help_text, parse_set_args, preset_config,
+                                 settings_info)
 
 
 def test_json_round_trip_keeps_every_field():
@@ -69,3 +72,29 @@ def test_an_enormous_value_is_cut_short_in_the_message():
         with pytest.raises(ConfigError) as info:
             call()
         assert len(str(info.value)) < 200 and "…" in str(info.value)
+
+
+def test_every_setting_describes_itself():
+    described = settings_info()
+    assert [d.name for d in described] and {d.name for d in described} == {f.name for f in fields(TrainConfig)}
+    for d in described:
+        assert len(d.help) > 10 and d.group in GROUPS, d
+        assert d.default == getattr(TrainConfig(), d.name)
+        if d.choices is not None:
+            assert d.default in d.choices
+    text = "\n".join(help_text())
+    for d in described:
+        assert d.name in text and d.help in text
+    assert "[one of linear, linear-var, cosine]" in text and "[in [0, 1]]" in text
+
+
+@pytest.mark.parametrize("name, bad, match", [
+    ("min_mix", 1.5, r"min_mix=1.5 is invalid: it must lie in \[0, 1\]"),
+    ("denoiser_dropout", 1.0, r"it must lie in \[0, 1\)"),
+    ("lr", 0.0, "it must be a positive number"),
+    ("layers", -1, "it must be an integer >= 0"),
+    ("env_kind", "weekday", "use one of auto, time, popularity"),
+])
+def test_bounds_and_choices_come_from_the_settings_metadata(name, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig().with_updates(**{name: bad})

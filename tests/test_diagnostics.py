@@ -10,7 +10,7 @@ from cnsdiff_core.config import TrainConfig
 from cnsdiff_core.data.dataset import Dataset, GroundTruth
 from cnsdiff_core.diagnostics import (PRE_MIX, TRAINED, fhn_summary, make_probe, matched_null, measure_negatives,
                                       parse_series_key, probe_diagnostics, resolve_to_items, series_key, wilson)
-from cnsdiff_core.diffusion.process import env_variance
+from cnsdiff_core.diffusion.training import env_variance
 from cnsdiff_core.samplers import NegativePool, make_sampler
 
 

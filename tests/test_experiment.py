@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cnsdiff_core.experiment import improvement, run_experiment, summarize, table_from_csvs
+from cnsdiff_core.experiment import improvement, summarize, table_from_csvs
+from cnsdiff_core.grid import run_experiment
 
 SMALL = {"epochs": 2, "dim": 16, "batch_size": 1024, "probe_triples": 64, "patience": 0, "test_eval": "selected"}
 

@@ -7,7 +7,8 @@ import torch
 
 from cnsdiff_core import explore as ex
 from cnsdiff_core.config import ConfigError, preset_config
-from cnsdiff_core.runs import RunStore, train_and_store
+from cnsdiff_core.runs import RunStore
+from cnsdiff_core.recorder import train_and_store
 
 from conftest import make_toy
 

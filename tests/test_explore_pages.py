@@ -14,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 from cnsdiff_core import explore as ex
 from cnsdiff_core.config import preset_config
 from cnsdiff_core.data import load_dataset
-from cnsdiff_core.runs import RunStore, train_and_store
+from cnsdiff_core.runs import RunStore
+from cnsdiff_core.recorder import train_and_store
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
 WORLD = "synthetic:n_users=70,n_items=90,interactions_per_user=9,random_exposures_per_user=15,confounding={c}"
@@ -191,7 +192,7 @@ def test_negatives_map_renders_for_all_probe_users_and_one_user(store):
 
 
 def test_negatives_map_chart_has_a_layer_per_sampler_sized_by_distance_to_the_nearest_item(store):
-    import explore_support as es
+    from ui import theme
 
     at = app("6_negatives_map.py", store["ids"]["demo"], map_umap=False)
     at.run()
@@ -212,7 +213,7 @@ def test_negatives_map_chart_has_a_layer_per_sampler_sized_by_distance_to_the_ne
     dist, size = {}, {}
     for name in layers:
         t = traces[name]
-        assert t["marker"]["symbol"] == es.layer_style(name, steps)[1]
+        assert t["marker"]["symbol"] == theme.sampler_style(name, steps)[1]
         size[name] = arr(t["marker"]["size"]).astype(float)
         assert size[name].shape == arr(t["x"]).shape and len(size[name]) >= 1  # one size per point
         marked = ["dist to nearest item/‖pos‖" in h for h in t["hovertext"]]
@@ -319,12 +320,12 @@ def test_schedule_lab_refits_in_the_background_and_reports_per_step(store):
     no_exception(at)
     assert "100 steps" in texts(at.success)
     job = at.session_state["lab_refit_job"]
-    assert job.status == "done" and job.eval_after < job.eval_before
+    assert job.status == "finished" and job.eval_after < job.eval_before
     assert job.report["step"].tolist() == [10, 14, 18, -1]
 
 
 def test_schedule_lab_starts_a_full_run_with_the_schedule(store):
-    import app_support as sup
+    from ui import tasks
 
     at = app("8_schedule_lab.py", store["ids"]["demo"])
     at.run()
@@ -332,12 +333,12 @@ def test_schedule_lab_starts_a_full_run_with_the_schedule(store):
     at.button(key="lab_train").click().run()
     no_exception(at)
     assert "Training started" in texts(at.success)
-    job = next(j for j in sup.job_manager().jobs() if j["tag"] == "lab")
+    job = next(j for j in tasks.job_manager().jobs() if j["tag"] == "lab")
     assert job["samplers"] == ["cnsdiff"]
     deadline = time.time() + 60
-    while sup.job_manager().get(job["job_id"])["status"] in ("queued", "running") and time.time() < deadline:
+    while tasks.job_manager().get(job["job_id"])["status"] in ("queued", "running") and time.time() < deadline:
         time.sleep(0.5)
-    done = sup.job_manager().get(job["job_id"])
+    done = tasks.job_manager().get(job["job_id"])
     assert done["status"] == "finished", done["message"]
     cfg = store["store"].load(done["run_ids"][0]).config
     assert cfg.schedule == "linear-var" and cfg.sampler == "cnsdiff"  # schedule B of a demo (cosine) run
@@ -356,16 +357,16 @@ def test_pages_explain_what_to_do_without_runs(tmp_path, monkeypatch, page):
 # --- UMAP (numba compile: slow) -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_negatives_map_swaps_in_umap_when_ready(store):
-    import explore_support as es
+    from ui import maps
 
     at = app("6_negatives_map.py", store["ids"]["demo"], map_umap=True)
     at.run()
     no_exception(at)
-    job = es.map_job(store["ids"]["demo"])
+    job = maps.map_job(store["ids"]["demo"])
     deadline = time.time() + 300
-    while job.status == "running" and time.time() < deadline:
+    while job.status in ("queued", "running") and time.time() < deadline:
         time.sleep(1)
-    assert job.status == "ready", job.error
+    assert job.status == "finished", job.task.message
     at.run()
     assert at.radio(key="map_method").options == ["PCA", "UMAP (cosine)"]
     at.radio(key="map_method").set_value("umap").run()

@@ -119,7 +119,7 @@ def test_fused_denoiser_update_equals_autograd(extra):
 
     def grads():
         s.denoiser.load_state_dict(start)
-        s.optimizer.step = lambda: None  # look at the gradients the step would use
+        s.trainer.optimizer.step = lambda: None  # look at the gradients the step would use
         torch.manual_seed(3)
         parts = s.update(ctx)
         return parts, {n: p.grad.clone() for n, p in s.denoiser.named_parameters()}

@@ -17,8 +17,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cnsdiff_core.events import EpochDone
 from cnsdiff_core.config import preset_config
-from cnsdiff_core.runs import RunStore, StoreError, resume_run, train_and_store
+from cnsdiff_core.runs import RunStore, StoreError
+from cnsdiff_core.recorder import resume_run, train_and_store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "synthetic:n_users=60,n_items=80,interactions_per_user=8,random_exposures_per_user=10,confounding=0.5"
@@ -90,7 +92,7 @@ def test_a_killed_run_is_interrupted_and_resumes_to_completion(tmp_path, capsys)
     calls = {"n": 0}
 
     def stop_after_one_epoch(event):
-        calls["n"] += event["type"] == "epoch"
+        calls["n"] += isinstance(event, EpochDone)
 
     _, res = resume_run(info.run_id, store, [stop_after_one_epoch], should_stop=lambda: calls["n"] >= 1)
     assert res.status == "stopped"
@@ -185,9 +187,9 @@ def test_compare_page_lists_damaged_runs_with_reasons(damaged_store, monkeypatch
     for run_id, name in cases.items():
         assert table.loc[run_id, "status"] == "damaged" and name in table.loc[run_id, "reason"]
     # the explore pages offer only the intact run
-    import explore_support as es
+    from ui import cache
 
-    assert {i.run_id for i in es.explorable_runs()} == {good_id, "20200101-000003-bad-pid"}
+    assert {i.run_id for i in cache.explorable_runs()} == {good_id, "20200101-000003-bad-pid"}
 
 
 # --- failed writes ---------------------------------------------------------------------------------------
@@ -270,7 +272,7 @@ def test_any_exception_marks_the_run_failed_and_is_raised(tmp_path):
     created = []
 
     def explode(event):
-        if event["type"] == "epoch":
+        if isinstance(event, EpochDone):
             raise Boom("a bug in a callback")
 
     with pytest.raises(Boom):
@@ -294,7 +296,7 @@ def test_any_exception_during_resume_marks_the_run_failed(good_run, tmp_path):
     assert store.info(run.name).status == "interrupted"
 
     def explode(event):
-        if event["type"] == "epoch":
+        if isinstance(event, EpochDone):
             raise KeyError("lost")
 
     with pytest.raises(KeyError):

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from cnsdiff_core.config import ConfigError, TrainConfig, parse_set_args, preset_config
 from cnsdiff_core.data import DataError, load_dataset, validate_files
 from cnsdiff_core.data.dataset import Dataset
-from cnsdiff_core.data.loaders import FORMATS, load_split_folder, read_interactions, to_positives
+from cnsdiff_core.data import FORMATS, load_split_folder, read_interactions, to_positives
 
 CALL_SECONDS = 20  # a single load of a few-kB file taking longer than this is a hang
 FAST = settings(max_examples=120, deadline=None, derandomize=True,
@@ -388,17 +388,18 @@ def import_root(tmp_path, monkeypatch):
 @pytest.mark.parametrize("typed", ["{a}/../secret", "{a}/data/../../secret/train.txt", "{a}/../secret/train.txt",
                                    "{a}/data/../../../etc/passwd", "/etc/passwd", "~/../../etc", "{a}/\x00x"])
 def test_import_paths_cannot_climb_out(import_root, typed):
-    import app_support as sup
+    from cnsdiff_core.data.imports import allowed_import_path
 
     allowed_dir, _ = import_root
     with pytest.raises(DataError) as err:
-        sup.allowed_import_path(typed.format(a=allowed_dir))
+        allowed_import_path(typed.format(a=allowed_dir))
     one_sentence(err.value)
-    assert sup.allowed_import_path(f"{allowed_dir}/data/../data") == (allowed_dir / "data").resolve()
+    assert allowed_import_path(f"{allowed_dir}/data/../data") == (allowed_dir / "data").resolve()
 
 
 def test_import_symlinks_cannot_lead_out(import_root):
-    import app_support as sup
+    from cnsdiff_core.data.imports import allowed_import_path
+    from ui.state import linkable_dataset
 
     allowed_dir, secret = import_root
     (allowed_dir / "link-to-secret").symlink_to(secret, target_is_directory=True)
@@ -409,12 +410,12 @@ def test_import_symlinks_cannot_lead_out(import_root):
     (allowed_dir / "loop").symlink_to(allowed_dir / "loop")
     for typed in ("link-to-secret", "link-to-secret/train.txt", "file-link", "innocent", "loop"):
         with pytest.raises(DataError) as err:
-            sup.allowed_import_path(str(allowed_dir / typed))
+            allowed_import_path(str(allowed_dir / typed))
         one_sentence(err.value)
     # a link that stays inside is fine
     (allowed_dir / "alias").symlink_to(allowed_dir / "data", target_is_directory=True)
-    assert sup.allowed_import_path(str(allowed_dir / "alias")) == (allowed_dir / "data").resolve()
+    assert allowed_import_path(str(allowed_dir / "alias")) == (allowed_dir / "data").resolve()
     # links in URLs follow the same rule
     for typed in ("link-to-secret", "innocent", "file-link"):
-        assert sup.linkable_dataset(str(allowed_dir / typed)) == "is not a dataset this app may open"
-    assert sup.linkable_dataset(str(allowed_dir / "alias")) == ""
+        assert linkable_dataset(str(allowed_dir / typed)) == "is not a dataset this app may open"
+    assert linkable_dataset(str(allowed_dir / "alias")) == ""

@@ -5,6 +5,7 @@ import torch
 from cnsdiff_core.config import SAMPLERS, TrainConfig, preset_config
 from cnsdiff_core.model import LightGCN, normalized_adjacency
 from cnsdiff_core.samplers import BatchContext, NegativePool, make_sampler
+from cnsdiff_core.samplers.cnsdiff import pick_hardest
 
 
 def _ctx(data, sampler_needs_layers=True, B=64, seed=0):
@@ -52,9 +53,9 @@ def test_pool_never_returns_training_items(toy):
 
 def test_pns_prefers_popular_items(toy):
     pop = toy.item_popularity()
-    pool = NegativePool(toy.train, toy.n_users, toy.n_items, torch.device("cpu"), pop, 0.75)
+    pool = NegativePool(toy.train, toy.n_users, toy.n_items, torch.device("cpu"), pop)
     torch.manual_seed(0)
-    items = pool.draw(torch.zeros(4000, dtype=torch.long) + 5, 1, weighted=True)[:, 0].numpy()
+    items = pool.draw(torch.zeros(4000, dtype=torch.long) + 5, 1, power=0.75)[:, 0].numpy()
     uniform = torch.randint(0, toy.n_items, (4000,)).numpy()
     assert pop[items].mean() > 1.5 * pop[uniform].mean()
 
@@ -97,7 +98,7 @@ def test_cnsdiff_min_distance_floor(toy):
     cfg = preset_config("tuned", dim=16, min_distance=0.3)
     s = make_sampler("cnsdiff", cfg, torch.device("cpu"))
     cands = s.candidates(ctx.pos_e.detach(), ctx.user_e.detach())
-    pick = s.pick_hardest(cands, ctx.pos_e.detach(), ctx.user_e.detach())
+    pick = pick_hardest(cands, ctx.pos_e.detach(), ctx.user_e.detach(), cfg.min_distance)
     h = cands[torch.arange(len(pick)), pick]
     dist = (h - ctx.pos_e.detach()).norm(dim=-1) / ctx.pos_e.detach().norm(dim=-1)
     all_d = (cands - ctx.pos_e.detach().unsqueeze(1)).norm(dim=-1) / ctx.pos_e.detach().norm(dim=-1, keepdim=True)
@@ -183,7 +184,7 @@ def test_causal_terms(toy, causal):
     ctx, _ = _ctx(toy)
     s = make_sampler("cnsdiff", TrainConfig(dim=16, causal=causal, causal_weight=1.0), torch.device("cpu"))
     env = torch.arange(len(ctx.users)) % 4
-    loss, parts = denoiser_loss(s.denoiser, s.sched, ctx.pos_e.detach(), s.weights, causal, 1.0, env, 4)
+    loss, parts = denoiser_loss(s.denoiser, s.sched, ctx.pos_e.detach(), s.trainer.weights, causal, 1.0, env, 4)
     assert torch.isfinite(loss)
     assert ("causal" in parts) == (causal != "none")
     if causal != "none":
@@ -200,7 +201,7 @@ def test_denoiser_loss_falls_when_trained(toy):
     def loss_now():
         torch.manual_seed(123)
         s.denoiser.eval()
-        return float(denoiser_loss(s.denoiser, s.sched, z0, s.weights)[0])
+        return float(denoiser_loss(s.denoiser, s.sched, z0, s.trainer.weights)[0])
 
     before = loss_now()
     for _ in range(200):

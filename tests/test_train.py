@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from cnsdiff_core.events import EpochDone
 from cnsdiff_core.config import preset_config
-from cnsdiff_core.runs import RunStore, resume_run, train_and_store
+from cnsdiff_core.runs import RunStore
+from cnsdiff_core.recorder import resume_run, train_and_store
 from cnsdiff_core.train import Trainer, TrainingError
 
 
@@ -66,7 +68,7 @@ def test_nan_loss_stops_with_a_message_naming_the_cause(toy):
     trainer = Trainer(_cfg(sampler="rns", epochs=3), toy)
 
     def poison(event):  # what a diverging learning rate does to the embeddings
-        if event["type"] == "epoch":
+        if isinstance(event, EpochDone):
             trainer.model.item_emb.data.fill_(float("inf"))
 
     trainer.callbacks.append(poison)
@@ -97,7 +99,7 @@ def test_run_store_round_trip_and_resume(toy, runs_dir):
         return n["epochs"] >= 2
 
     def count(ev):
-        if ev["type"] == "epoch":
+        if isinstance(ev, EpochDone):
             n["epochs"] += 1
 
     run_id, res = train_and_store(cfg, store, [count], should_stop=stop_after_two, data=toy)
@@ -186,7 +188,7 @@ def test_resume_drops_epochs_written_after_the_last_checkpoint(toy, runs_dir):
     n = {"epochs": 0}
 
     def count(ev):
-        n["epochs"] += ev["type"] == "epoch"
+        n["epochs"] += isinstance(ev, EpochDone)
 
     run_id, _ = train_and_store(_cfg(sampler="rns", epochs=5), store, [count], should_stop=lambda: n["epochs"] >= 2,
                                 data=toy)
@@ -244,3 +246,25 @@ def test_diagnostics_never_change_the_training(toy):
     b = Trainer(_cfg(sampler="cnsdiff", epochs=3, probe_triples=100, probe_side_triples=30), toy).fit()
     assert np.array_equal(a.item_emb, b.item_emb)
     assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
+
+
+def test_public_api_train_epoch_evaluate_and_profile(toy):
+    """What bench uses: setup(), train_epoch(), evaluate() and phase seconds with profile=True; the
+    numbers are fit()'s own (same seed, same first epoch)."""
+    from cnsdiff_core.events import BatchDone, Started
+
+    cfg = _cfg(sampler="dns", epochs=1, eval_every=1)
+    seen = []
+    trainer = Trainer(cfg, toy, [seen.append], profile=True).setup()
+    losses = trainer.train_epoch(0)
+    assert {"loss", "bpr"} <= set(losses) and all(math.isfinite(v) for v in losses.values())
+    assert {"draw negatives", "propagate", "sample", "loss", "backward + step"} <= set(trainer.phase_seconds)
+    assert all(isinstance(e, BatchDone) for e in seen) and seen[-1].batch == seen[-1].n_batches
+    results = trainer.evaluate()
+    assert set(results) == {"valid", "iid", "ood"} and set(trainer.evaluate("ood")) == {"ood"}
+    seen.clear()
+    fitted = Trainer(cfg, toy, [seen.append]).fit()
+    assert isinstance(seen[0], Started) and seen[0].epochs == 1
+    assert fitted.history[0]["loss"] == pytest.approx(losses["loss"], rel=1e-6)
+    assert fitted.history[0]["valid_recall@20"] == pytest.approx(results["valid"].metrics["recall@20"], abs=1e-12)
+    assert not Trainer(cfg, toy).profile

@@ -19,10 +19,11 @@ import pytest
 from optuna.trial import TrialState
 
 from cnsdiff_core.config import SAMPLERS, ConfigError, preset_config
-from cnsdiff_core.runs import RunStore, StoreError, resume_run
+from cnsdiff_core.runs import RunStore, StoreError
+from cnsdiff_core.recorder import resume_run
 from cnsdiff_core.samplers import REGISTRY, make_sampler
-from cnsdiff_core.tune import (FINISHED, HeartbeatJournalStorage, TuneError, best_overrides, open_storage,
-                               run_study, trial_overrides)
+from cnsdiff_core.study_storage import HeartbeatJournalStorage, open_storage
+from cnsdiff_core.tune import FINISHED, TuneError, best_overrides, run_study, trial_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ("study", "storage", "best_value", "best_params", "best_run_id", "n_complete", "n_pruned", "n_failed")
@@ -352,7 +353,7 @@ def test_the_grid_is_shared_by_worker_processes_and_keeps_its_table(tmp_path):
 
 
 def test_a_stopped_grid_cell_is_trained_again_on_the_next_run(tmp_path):
-    from cnsdiff_core.experiment import run_experiment
+    from cnsdiff_core.grid import run_experiment
 
     runs = tmp_path / "runs"
     small = {"epochs": 3, "probe_triples": 64, "test_eval": "selected"}
@@ -374,7 +375,7 @@ def test_a_stopped_grid_cell_is_trained_again_on_the_next_run(tmp_path):
 
 def test_a_bad_grid_setting_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="lr='x'"):
-        from cnsdiff_core.experiment import run_experiment
+        from cnsdiff_core.grid import run_experiment
 
         run_experiment("sample", ["rns"], overrides={"lr": "x"}, runs_dir=str(tmp_path / "runs"))
     assert not (tmp_path / "runs").exists() or not RunStore(tmp_path / "runs").list_runs()
@@ -384,7 +385,7 @@ def test_a_bad_grid_setting_is_refused_before_training(tmp_path):
 def test_fair_report_tables_the_searches_the_seeds_and_paired_tests(tmp_path):
     import pandas as pd
 
-    from cnsdiff_core.experiment import run_experiment
+    from cnsdiff_core.grid import run_experiment
     from cnsdiff_core.fair import fair_report, seeds_study_name, tune_study_name
 
     runs, studies = tmp_path / "runs", tmp_path / "results" / "studies"

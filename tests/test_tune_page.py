@@ -10,7 +10,8 @@ from optuna.trial import TrialState
 from streamlit.testing.v1 import AppTest
 
 from cnsdiff_core.runs import RunStore
-from cnsdiff_core.tune import default_storage_url, open_storage, run_study
+from cnsdiff_core.study_storage import default_storage_url, open_storage
+from cnsdiff_core.tune import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -85,7 +86,7 @@ def test_a_stored_study_shows_figures_trials_and_links(stored_study, monkeypatch
 
 
 def test_use_the_best_configuration_fills_the_train_form(stored_study, monkeypatch):
-    import app_support as sup
+    from ui import forms
     from cnsdiff_core.config import TrainConfig
 
     root, summary = stored_study
@@ -96,8 +97,8 @@ def test_use_the_best_configuration_fills_the_train_form(stored_study, monkeypat
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Train"
     best = summary["best_params"]
-    assert at.text_input(key="cfg_lr").value == sup.form_value(TrainConfig(lr=best["lr"]), "lr")
-    assert at.text_input(key="cfg_l2").value == sup.form_value(TrainConfig(l2=best["l2"]), "l2")
+    assert at.text_input(key="cfg_lr").value == forms.form_value(TrainConfig(lr=best["lr"]), "lr")
+    assert at.text_input(key="cfg_l2").value == forms.form_value(TrainConfig(l2=best["l2"]), "l2")
     assert at.number_input(key="cfg_epochs").value == 2  # the study's epoch budget
     assert at.number_input(key="cfg_batch_size").value == 1024  # the rest from the study's preset (demo)
     assert at.multiselect(key="train_samplers").value == ["rns"]

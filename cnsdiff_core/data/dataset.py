@@ -17,6 +17,13 @@ class DataError(ValueError):
     """A problem with user-supplied data; the message is one sentence that says what to do."""
 
 
+def clip(text, limit: int = 40) -> str:
+    """User-supplied text shown inside a one-line message: printable characters only, at most
+    `limit` of them (a header cell or a file name can hold anything)."""
+    out = "".join(ch if ch.isprintable() else "?" for ch in str(text)[: limit + 1])
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
 @dataclass
 class GroundTruth:
     """True preferences of a synthetic world: user u likes item i iff u_f . i_f > threshold."""
@@ -103,3 +110,19 @@ class Dataset:
             "has_timestamps": self.train_time is not None,
             "has_ground_truth": self.truth is not None,
         }
+
+
+def popularity_by_split(ds: Dataset):
+    """The long tail per split: items ranked by their interaction count in the train, IID test
+    and OOD test split (count > 0), as a frame with columns split, rank, count, share (count /
+    split size)."""
+    import pandas as pd
+
+    parts = []
+    for split_name in ("train", "test_iid", "test_ood"):
+        arr = getattr(ds, split_name)
+        counts = np.sort(np.bincount(arr[:, 1], minlength=ds.n_items))[::-1] if len(arr) else np.zeros(0, int)
+        counts = counts[counts > 0]
+        parts.append(pd.DataFrame({"split": split_name, "rank": np.arange(1, len(counts) + 1),
+                                   "count": counts, "share": counts / max(len(arr), 1)}))
+    return pd.concat(parts, ignore_index=True)

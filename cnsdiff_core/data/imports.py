@@ -1,4 +1,5 @@
-"""Imported datasets: a user's files registered under a name in the data directory.
+"""Imported datasets: a user's files registered under a name in the data directory, and the
+sandbox that decides which local paths an app user may import or link to at all.
 
 The data directory is env ``CNSDIFF_DATA`` or ``data/`` in the repository (git-ignored). An import
 copies the source (one file, or a folder's files) into ``<data dir>/<name>/`` together with an
@@ -17,12 +18,13 @@ import time
 from pathlib import Path
 
 from .dataset import DataError
-from .registry import load_dataset
+from .loaders import INTERACTION_SUFFIXES
+from .registry import REPO_ROOT, load_dataset
 from .stored import data_dir
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESERVED = {"sample", "food", "yelp2018", "coat", "kuairec", "synthetic"}
-DATA_SUFFIXES = {".txt", ".csv", ".tsv", ".inter", ".dat", ".json", ".npz"}
+DATA_SUFFIXES = {*INTERACTION_SUFFIXES, ".json", ".npz"}  # interactions, a world's or folder's metadata
 
 
 def import_dataset(source: str | Path, name: str, force: bool = False) -> dict:
@@ -75,3 +77,70 @@ def import_dataset(source: str | Path, name: str, force: bool = False) -> dict:
     return {"name": name, "path": str(target), "shift": ds.shift, "users": ds.n_users, "items": ds.n_items,
             "train": len(ds.train), "valid": len(ds.valid), "test_iid": len(ds.test_iid),
             "test_ood": len(ds.test_ood), "notes": ds.notes}
+
+
+# --- the sandbox: which local paths the app may read ----------------------------------------------
+def import_roots() -> list[Path]:
+    """Folders an app user may import from: env CNSDIFF_IMPORT_ROOTS (os.pathsep-separated), else
+    the repository's sample_data and ../shared/datasets."""
+    env = os.environ.get("CNSDIFF_IMPORT_ROOTS")
+    if env:
+        return [Path(p).expanduser().resolve() for p in env.split(os.pathsep) if p.strip()]
+    return [(REPO_ROOT / "sample_data").resolve(), (REPO_ROOT.parent / "shared" / "datasets").resolve()]
+
+
+def inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def escaping_entry(folder: Path, roots: list[Path]) -> Path | None:
+    """The first entry of a folder that is a link resolving outside the roots (the loaders read a
+    folder's files by name, so a link there would read elsewhere), else None."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            target = entry.resolve()
+        except (OSError, RuntimeError):  # a link loop
+            return entry
+        if not inside(target, roots):
+            return entry
+    return None
+
+
+def allowed_import_path(text: str, roots: list[Path] | None = None) -> Path:
+    """Resolve a local path typed by the user; DataError unless it exists under an import root.
+    `..` and links are resolved first, and a folder may not hold links that lead outside."""
+    if not text.strip():
+        raise DataError("Type a file or folder path first.")
+    if "\x00" in text:
+        raise DataError("The path contains a NUL character; type a plain path.")
+    try:
+        path = Path(text.strip()).expanduser().resolve()
+    except (OSError, RuntimeError):
+        raise DataError("The path cannot be resolved (a link loop?); type another path.") from None
+    roots = import_roots() if roots is None else roots
+    if not inside(path, roots):
+        raise DataError(f"{path} is outside the folders this app may read ({', '.join(map(str, roots))}); "
+                        "copy the data there or set CNSDIFF_IMPORT_ROOTS.")
+    if not path.exists():
+        raise DataError(f"{path} does not exist; check the spelling.")
+    if path.is_dir():
+        bad = escaping_entry(path, roots)
+        if bad is not None:
+            raise DataError(f"{bad.name} in {path} links outside the folders this app may read; copy "
+                            "the file there instead of linking it.")
+    return path
+
+
+def openable_path(name: str, extra_roots: list[Path] = ()) -> bool:
+    """Whether a dataset path named in a link may be opened: under an import root (or one of
+    `extra_roots`, e.g. the upload folder), existing, and a folder without links leading out."""
+    try:
+        path = Path(name).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    roots = [*import_roots(), *extra_roots]
+    return inside(path, roots) and path.exists() and not (path.is_dir() and escaping_entry(path, roots))

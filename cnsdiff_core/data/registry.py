@@ -24,11 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import SHIFTS, DataError, Dataset
-from .loaders import (KNOWN_SHIFTS, IdMap, _find, clip, load_split_folder, read_interactions,
-                      to_positives)
+from .dataset import SHIFTS, DataError, Dataset, clip
+from .folders import KNOWN_SHIFTS, find_role_file, load_split_folder
+from .ids import IdMap
+from .loaders import read_interactions
+from .positives import to_positives
 from .splits import InteractionLog, split
-from .synthetic import WorldConfig, generate_world, load_world, world_dataset
+from .synthetic import WorldConfig, generate_world, world_dataset
+from .world_files import load_world
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_WORLD = REPO_ROOT / "sample_data" / "world"
@@ -93,8 +96,8 @@ def parse_synthetic(spec: str) -> WorldConfig:
 
 def _shared_folder(name: str, root: Path) -> Path:
     folder = root / name
-    ok = folder.is_dir() and (_find(folder, "train") is not None or
-                              (_find(folder, "test_iid") is not None and _find(folder, "test_ood") is not None))
+    ok = folder.is_dir() and (find_role_file(folder, "train") is not None or
+                              (find_role_file(folder, "test_iid") is not None and find_role_file(folder, "test_ood") is not None))
     if not ok:
         raise DataError(f"Dataset {name!r} was not found in {folder}; set CNSDIFF_DATA_ROOT to the "
                         f"folder holding the shared datasets or pass data_root=.")

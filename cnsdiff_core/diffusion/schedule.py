@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import SCHEDULES, ConfigError
+from ..settings import SCHEDULES, ConfigError
 
 MAX_BETA = 0.999
 
@@ -143,6 +143,27 @@ class ScheduleTensors:
         """Mean of q(z_{t-1} | z_t, z_0 = z0_hat) (DDPM eq. 7)."""
         t = _as_index(t, zt)
         return self.coef1[t].unsqueeze(-1) * z0_hat + self.coef2[t].unsqueeze(-1) * zt
+
+    def step(self, z0_hat: torch.Tensor, t: torch.Tensor | int, zt: torch.Tensor,
+             noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One reverse step z_t -> z_{t-1}, as diffusers' DDPMScheduler.step does it for a model that
+        predicts z_0: the posterior mean c1[t] z0_hat + c2[t] z_t (DDPM eq. 7), plus sigma_t * noise
+        where t > 1 when `noise` (standard normal, drawn by the caller) is given.
+
+        t: one step for every row, or a (B,) tensor of steps. The CNSDiff sampler, the trajectory
+        recorder and the schedule lab all step through here (the folded CPU path is this step with
+        the denoiser's layers folded in, `Denoiser.folded`)."""
+        mean = self.posterior_mean(z0_hat, zt, t)
+        if noise is None:
+            return mean
+        t = _as_index(t, zt)
+        std = torch.exp(0.5 * self.post_log_var[t]).unsqueeze(-1)
+        return mean + torch.where((t > 1).unsqueeze(-1), std * noise, torch.zeros_like(noise))
+
+    def timesteps(self, s: int, r: int, reverse_from_T: bool = False) -> range:
+        """The steps t a reverse chain from s to r feeds the denoiser: s, s-1, ..., r+1; with
+        `reverse_from_T` T..1 whatever s was (the reference code's behaviour, METHOD.md item 2)."""
+        return range(self.steps, 0, -1) if reverse_from_T else range(s, r, -1)
 
 
 def _as_index(t, like: torch.Tensor) -> torch.Tensor:

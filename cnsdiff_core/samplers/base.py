@@ -1,12 +1,19 @@
-"""The one interface every negative sampler implements, and the tensors they share."""
+"""The one interface every negative sampler implements, and the tensors they share.
+
+A sampler is one file in this folder: a `Sampler` subclass that names itself and says how it is
+shown (label, colour, marker), whether its negatives are synthesized vectors, and which settings
+of its own it has (`settings`: TrainConfig fields named `<name>_<key>`). `registry` finds it.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from ..config import TrainConfig
+from ..settings import Config
 
 
 class NegativePool:
@@ -22,13 +29,12 @@ class NegativePool:
     static = False
 
     def __init__(self, train: np.ndarray, n_users: int, n_items: int, device: torch.device,
-                 popularity: np.ndarray | None = None, power: float = 0.75) -> None:
+                 popularity: np.ndarray | None = None) -> None:
         self.n_users, self.n_items, self.device = n_users, n_items, device
         keys = np.unique(train[:, 0].astype(np.int64) * n_items + train[:, 1].astype(np.int64))
         self.keys = torch.as_tensor(keys, device=device)
-        pop = np.ones(n_items) if popularity is None else np.asarray(popularity, dtype=np.float64)
-        w = np.power(np.maximum(pop, 0) + 1e-12, power)
-        self.pop_probs = torch.as_tensor(w / w.sum(), dtype=torch.float32, device=device)
+        self.popularity = np.ones(n_items) if popularity is None else np.asarray(popularity, dtype=np.float64)
+        self._probs: dict[float, torch.Tensor] = {}
         # Users who trained on every item cannot get a negative; they are rare and get any item.
         deg = np.bincount(train[:, 0], minlength=n_users)
         self.saturated = torch.as_tensor(deg >= n_items, device=device)
@@ -39,19 +45,27 @@ class NegativePool:
         idx = torch.searchsorted(self.keys, k).clamp(max=max(len(self.keys) - 1, 0))
         return self.keys[idx] == k if len(self.keys) else torch.zeros_like(k, dtype=torch.bool)
 
-    def draw(self, users: torch.Tensor, m: int = 1, weighted: bool = False, max_rounds: int = 50,
+    def popularity_probs(self, power: float) -> torch.Tensor:
+        """(I,) item probabilities proportional to popularity ** power (computed once per power)."""
+        if power not in self._probs:
+            w = np.power(np.maximum(self.popularity, 0) + 1e-12, power)
+            self._probs[power] = torch.as_tensor(w / w.sum(), dtype=torch.float32, device=self.device)
+        return self._probs[power]
+
+    def draw(self, users: torch.Tensor, m: int = 1, power: float | None = None, max_rounds: int = 50,
              generator: torch.Generator | None = None, static: bool | None = None) -> torch.Tensor:
-        """(B, m) items not in each user's training set (uniform, or popularity**power).
+        """(B, m) items not in each user's training set: uniform, or with probability proportional
+        to popularity ** power when `power` is given.
 
         generator: a torch.Generator on the pool's device, to draw without touching the global RNG.
         static: draw without a host synchronization (default: the pool's `static`)."""
         B = users.shape[0]
         uu = users.view(B, 1).expand(B, m)
-        items = self._raw(B * m, weighted, generator).view(B, m)
+        items = self._raw(B * m, power, generator).view(B, m)
         # a few redraw rounds without a host sync (collisions are rare in sparse data) ...
         for _ in range(3):
             bad = self.is_positive(uu, items) & ~self.saturated[uu]
-            items = torch.where(bad, self._raw(B * m, weighted, generator).view(B, m), items)
+            items = torch.where(bad, self._raw(B * m, power, generator).view(B, m), items)
         if self.static if static is None else static:
             bad = self.is_positive(uu, items) & ~self.saturated[uu]
             return torch.where(bad, self._unseen(uu, items), items)
@@ -61,7 +75,7 @@ class NegativePool:
             n_bad = int(bad.sum())
             if n_bad == 0:
                 break
-            items[bad] = self._raw(n_bad, weighted, generator)
+            items[bad] = self._raw(n_bad, power, generator)
         return items
 
     def _unseen(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -83,9 +97,9 @@ class NegativePool:
             self._ranks = (keys - local, start[:-1], self.n_items - counts)
         return self._ranks
 
-    def _raw(self, n: int, weighted: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        if weighted:
-            return torch.multinomial(self.pop_probs, n, replacement=True, generator=generator)
+    def _raw(self, n: int, power: float | None, generator: torch.Generator | None = None) -> torch.Tensor:
+        if power is not None:
+            return torch.multinomial(self.popularity_probs(power), n, replacement=True, generator=generator)
         return torch.randint(0, self.n_items, (n,), device=self.device, generator=generator)
 
 
@@ -119,14 +133,46 @@ class NegativeBatch:
 
 
 class Sampler:
-    """Base class: `sample` returns a NegativeBatch; `update` runs after the recommender's step."""
+    """Base class: `sample` returns a NegativeBatch; `update` runs after the recommender's step.
 
-    name = "base"
-    needs_layers = False
-    synthesizes = False  # True when negatives are vectors, resolved to items for diagnostics
+    A subclass with a `name` is a registered sampler (see `registry`); the class attributes below
+    are everything the CLI, the app, the experiment table and the workshop bundle know about it.
+    """
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+    name: ClassVar[str] = ""  # registry key; stored in every run's config
+    label: ClassVar[str] = ""  # for forms and tables, e.g. "DNS (hardest of M)"
+    order: ClassVar[int] = 100  # position in lists, legends and tables
+    role: ClassVar[str] = "baseline"  # 'method' (what the explorer studies; the default, the demo),
+    #   'uniform' (the plain baseline every comparison is made against), 'hard' (the classic
+    #   hard-negative baseline, shown by default beside them) or 'baseline'
+    color: ClassVar[str] = "#999999"  # chart colour (Okabe & Ito palette for the shipped ones)
+    marker: ClassVar[str] = "circle"  # Plotly marker symbol of its negatives on maps
+    needs_layers: ClassVar[bool] = False  # gets the per-layer embeddings in BatchContext.layers
+    synthesizes: ClassVar[bool] = False  # True when negatives are vectors, resolved to items for diagnostics
+    has_denoiser: ClassVar[bool] = False  # stores a trained denoiser (the Denoising page, the lab)
+    # measured on every run's probe beside the trained sampler (False when it needs trained state)
+    probe_alongside: ClassVar[bool] = True
+    # its own settings: {key: settings.setting(...)}, TrainConfig fields named `<name>_<key>`
+    settings: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, cfg: Config, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
+        self.opts = SimpleNamespace(**{key: getattr(cfg, self.field(key)) for key in self.settings})
+
+    @classmethod
+    def field(cls, key: str) -> str:
+        """The TrainConfig field of one of this sampler's own settings."""
+        return f"{cls.name}_{key}"
+
+    @classmethod
+    def short_label(cls) -> str:
+        return cls.label.split(" (")[0] or cls.name
+
+    @classmethod
+    def epoch_flops(cls, cfg: Config, batch: int, n_batches: int, device_type: str) -> dict[str, float]:
+        """Floating-point operations of one epoch beyond the backbone's propagation and BPR (for
+        `bench`), by part; fwd + bwd count about 3x fwd."""
+        return {}
 
     def sample(self, ctx: BatchContext) -> NegativeBatch:
         raise NotImplementedError

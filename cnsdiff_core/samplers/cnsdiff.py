@@ -1,6 +1,11 @@
 """CNSDiff (Zhao et al. 2025): negatives synthesized by a diffusion model started from the
 positive item, hardness picked over diffusion steps, mixed with a random negative on a Beta
-schedule, plus a contrastive term. See METHOD.md for every default and for "the trap"."""
+schedule, plus a contrastive term. See METHOD.md for every default and for "the trap".
+
+Its knobs are TrainConfig's own fields (the CNSDiff groups), not `settings` of this class: the
+schedule and denoiser knobs also drive the diffusion package where no CNSDiff sampler runs (the
+schedule lab, the Denoising page), the presets paper / reference / tuned are settings of this
+method, and stored runs and documented commands name the fields as they are."""
 from __future__ import annotations
 
 import math
@@ -9,27 +14,27 @@ import torch
 import torch.nn.functional as F
 
 from .. import fastops
-from ..config import CAUSAL, LOSS_WEIGHTINGS, SCHEDULES, TrainConfig
-from ..diffusion import Denoiser, NoiseSchedule, denoiser_loss, synthesize_candidates
-from ..diffusion.fused import fused_denoiser_grads
+from ..diffusion import DenoiserTrainer, synthesize_candidates
+from ..settings import CAUSAL, LOSS_WEIGHTINGS, SCHEDULES, Config
 from .base import BatchContext, NegativeBatch, Sampler, score_candidates
 
 
 class CNSDiffSampler(Sampler):
     name = "cnsdiff"
+    label = "CNSDiff (diffusion)"
+    order = 60
+    role = "method"
+    color = "#D55E00"  # Okabe-Ito vermillion: the synthesized hue, shared by no other sampler
+    marker = "x"
     synthesizes = True
+    has_denoiser = True
+    probe_alongside = False  # its candidates need the run's trained denoiser
     folded: bool | None = None  # synthesis path (synthesize_candidates): None = folded on a CPU
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, cfg: Config, device: torch.device) -> None:
         super().__init__(cfg, device)
-        self.schedule = NoiseSchedule.from_config(cfg)
-        self.sched = self.schedule.tensors(device)
-        self.weights = torch.as_tensor(self.schedule.loss_weights(cfg.normalize_snr_weights, cfg.loss_weighting),
-                                       dtype=torch.float32, device=device)
-        self.denoiser = Denoiser(cfg.dim, cfg.denoiser_hidden, 64, cfg.denoiser_dropout,
-                                 cfg.condition_on_user).to(device)
-        self.optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.denoiser_lr,
-                                          capturable=bool(cfg.cuda_graph) and torch.device(device).type == "cuda")
+        self.trainer = DenoiserTrainer(cfg, device)  # the denoiser, its schedule, loss weights, optimizer
+        self.denoiser, self.sched = self.trainer.denoiser, self.trainer.sched
         self.steps = cfg.hardness_steps()
         self.stops = [cfg.stop_for(s) for s in self.steps]
 
@@ -38,26 +43,10 @@ class CNSDiffSampler(Sampler):
     def candidates(self, pos_e: torch.Tensor, user_e: torch.Tensor) -> torch.Tensor:
         """(B, d) positives -> (B, S, d) one candidate per hardness step."""
         cfg = self.cfg
-        was_training = self.denoiser.training
-        self.denoiser.eval()
         noise = torch.randn((len(self.steps),) + tuple(pos_e.shape), device=pos_e.device)
         user = user_e if cfg.condition_on_user else None
-        out = synthesize_candidates(self.denoiser, self.sched, pos_e, self.steps, self.stops, noise,
-                                    user, cfg.reverse_from_T, cfg.posterior_noise, folded=self.folded)
-        self.denoiser.train(was_training)
-        return out
-
-    def pick_hardest(self, cands: torch.Tensor, pos_e: torch.Tensor, user_e: torch.Tensor) -> torch.Tensor:
-        """(B,) index of the highest-scored candidate whose distance to the positive respects the
-        floor min_distance (relative to the positive's norm); if none does, the farthest one."""
-        scores = score_candidates(user_e, cands)  # (B, S)
-        if self.cfg.min_distance > 0:
-            dist = (cands - pos_e.unsqueeze(1)).norm(dim=-1) / pos_e.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-            ok = dist >= self.cfg.min_distance
-            scores = torch.where(ok, scores, torch.full_like(scores, float("-inf")))
-            none_ok = ~ok.any(1)
-            return torch.where(none_ok, dist.argmax(1), scores.argmax(1))
-        return scores.argmax(1)
+        return synthesize_candidates(self.denoiser, self.sched, pos_e, self.steps, self.stops, noise,
+                                     user, cfg.reverse_from_T, cfg.posterior_noise, folded=self.folded)
 
     def ramp(self, epoch: int) -> float:
         """Where the mixing ramp stands at a 0-based epoch: 0 at epoch 0, 1 from epoch
@@ -96,7 +85,7 @@ class CNSDiffSampler(Sampler):
         cfg = self.cfg
         user_d, pos_d = ctx.user_e.detach(), ctx.pos_e.detach()
         cands = self.candidates(pos_d, user_d)  # (B, S, d)
-        chosen = self.pick_hardest(cands, pos_d, user_d)  # (B,)
+        chosen = pick_hardest(cands, pos_d, user_d, cfg.min_distance)  # (B,)
         h = cands[torch.arange(len(chosen), device=cands.device), chosen]  # (B, d), no grad
         rand_e = ctx.items_e[ctx.rand_neg]  # (B, d), with grad
         conc = self._mix_conc if getattr(self, "_mix_epoch", None) == ctx.epoch else None
@@ -111,10 +100,7 @@ class CNSDiffSampler(Sampler):
             extra = cfg.cl_weight * cl
             parts["cl"] = cl.detach()
         if cfg.denoiser_joint:
-            env = ctx.env if cfg.causal == "env-variance" else None
-            dl, dparts = denoiser_loss(self.denoiser, self.sched, ctx.pos_e, self.weights, cfg.causal,
-                                       cfg.causal_weight, env, cfg.n_envs,
-                                       ctx.user_e if cfg.condition_on_user else None)
+            dl, dparts = self.trainer.loss(ctx.pos_e, ctx.env, ctx.user_e)
             extra = cfg.diff_weight * dl if extra is None else extra + cfg.diff_weight * dl
             parts.update(dparts)
         parts["lambda"] = lam.mean()
@@ -128,28 +114,32 @@ class CNSDiffSampler(Sampler):
         cfg = self.cfg
         if not cfg.train_denoiser or cfg.denoiser_joint:
             return {}
-        self.denoiser.train()
-        env = ctx.env if cfg.causal == "env-variance" else None
-        args = (self.denoiser, self.sched, ctx.pos_e.detach(), self.weights, cfg.causal, cfg.causal_weight, env,
-                cfg.n_envs, ctx.user_e.detach() if cfg.condition_on_user else None)
-        self.optimizer.zero_grad(set_to_none=True)
-        if fastops.enabled() and ctx.pos_e.device.type == "cpu":
-            parts = fused_denoiser_grads(*args)  # the same loss, gradients written out (no autograd graph)
-        else:
-            loss, parts = denoiser_loss(*args)
-            loss.backward()
-        self.optimizer.step()
+        # fused: on a CPU the same loss with its gradients written out (no autograd graph)
+        _, parts = self.trainer.step(ctx.pos_e.detach(), ctx.env, ctx.user_e.detach(), fused=True)
         return parts
 
     def after_backward(self) -> None:
         # Joint mode: gradients reached the denoiser through the recommender's loss. The reference
         # code never steps this optimizer (train_denoiser=False), which is its bug 1.
         if self.cfg.denoiser_joint and self.cfg.train_denoiser:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+            self.trainer.optimizer.step()
+        self.trainer.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict:
         return {"denoiser": self.denoiser.state_dict()}
+
+    @classmethod
+    def epoch_flops(cls, cfg, batch, n_batches, device_type):
+        d, H = cfg.dim, cfg.denoiser_hidden
+        steps = cfg.hardness_steps()
+        lengths = [cfg.steps if cfg.reverse_from_T else s - cfg.stop_for(s) for s in steps]
+        # CUDA runs the S chains batched for the longest chain's length, CPU each chain for its own
+        # length (synthesize_candidates)
+        n_den = len(steps) * max(lengths) if device_type == "cuda" else sum(lengths)
+        per_call = 2 * batch * (d * H + H * d)
+        m = cfg.cl_negatives if cfg.cl_negatives > 0 else 2 * batch
+        return {"synthesis": n_den * per_call * n_batches, "contrastive": 3 * 2 * batch * m * d * n_batches,
+                "denoiser update": 3 * per_call * n_batches}
 
     def load_state_dict(self, state: dict) -> None:
         if "denoiser" in state:
@@ -180,6 +170,20 @@ class CNSDiffSampler(Sampler):
         elif space["causal"] == "env-variance":
             space["causal_weight"] = trial.suggest_float("env_weight", 1e-2, 1e3, log=True)
         return space
+
+
+def pick_hardest(cands: torch.Tensor, pos_e: torch.Tensor, user_e: torch.Tensor,
+                 min_distance: float = 0.0) -> torch.Tensor:
+    """(B,) index of the highest-scored of (B, S, d) candidates whose distance to the positive
+    respects the floor min_distance (relative to the positive's norm); if none does, the farthest."""
+    scores = score_candidates(user_e, cands)  # (B, S)
+    if min_distance > 0:
+        dist = (cands - pos_e.unsqueeze(1)).norm(dim=-1) / pos_e.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        ok = dist >= min_distance
+        scores = torch.where(ok, scores, torch.full_like(scores, float("-inf")))
+        none_ok = ~ok.any(1)
+        return torch.where(none_ok, dist.argmax(1), scores.argmax(1))
+    return scores.argmax(1)
 
 
 def contrastive_loss(anchor: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -4,16 +4,23 @@ synthetic vector). As in the original code, every hop is scored against the user
 over layers) embedding, not that hop's user embedding."""
 import torch
 
+from ..settings import setting
 from .base import BatchContext, NegativeBatch, Sampler
 
 
 class MixGCFSampler(Sampler):
     name = "mixgcf"
+    label = "MixGCF (mixing)"
+    order = 40
+    color = "#CC79A7"  # Okabe-Ito reddish purple
+    marker = "diamond-open"  # open: a synthesized vector, not an item
     needs_layers = True
     synthesizes = True
+    settings = {"candidates": setting(64, "MixGCF: uniform candidates per positive, mixed with it per layer",
+                                      group="Baseline samplers", ge=1)}
 
     def sample(self, ctx: BatchContext) -> NegativeBatch:
-        B, M = ctx.users.shape[0], self.cfg.mixgcf_candidates
+        B, M = ctx.users.shape[0], self.opts.candidates
         cands = ctx.pool.draw(ctx.users, M)  # (B, M)
         layers = ctx.layers  # (L+1, U+I, d)
         n_l = layers.shape[0]
@@ -37,8 +44,13 @@ class MixGCFSampler(Sampler):
                              synthesized=c_best.detach().mean(1))
 
     @classmethod
+    def epoch_flops(cls, cfg, batch, n_batches, device_type):
+        m = getattr(cfg, cls.field("candidates"))
+        return {"candidate scoring": 2 * batch * m * cfg.dim * (cfg.layers + 1) * n_batches}
+
+    @classmethod
     def search_space(cls, trial) -> dict:
         # hop mixing runs over the backbone's layers; `layers` is shared by every sampler, so it is
         # not a MixGCF knob here (MixGCF has no hop setting of its own)
         return {**super().search_space(trial),
-                "mixgcf_candidates": trial.suggest_int("mixgcf_candidates", 8, 128, log=True)}
+                cls.field("candidates"): trial.suggest_int(cls.field("candidates"), 8, 128, log=True)}

@@ -1,0 +1,7 @@
+"""Plotly figures by concern: maps (`maps`), curves (`curves`), the workflow pages (`workflow`)."""
+from .curves import fhn_figure, refit_figure, schedule_figure
+from .maps import map_figure, selected_rows, trajectory_figure
+from .workflow import compare_bars, long_tail_figure, loss_figure, method_figure, valid_figure
+
+__all__ = ["fhn_figure", "refit_figure", "schedule_figure", "map_figure", "selected_rows", "trajectory_figure", "compare_bars",
+           "long_tail_figure", "loss_figure", "method_figure", "valid_figure"]
