@@ -2,11 +2,12 @@
 
 torch's CPU matmul goes to MKL, which on this project's AMD machines runs at about half the speed
 of oneDNN (the library behind torch.ops.mkldnn, shipped in the same wheel): 2048 x 64 x 64 takes
-0.17 ms against 0.08 ms with one thread. Where the inner dimension fits in one block (the
-embedding and hidden widths, 64) oneDNN returns bit-for-bit what MKL returns, bias and an added
-tensor included; in the gradients' products over a batch (inner dimension B) the sums are taken
-in another order, a difference of a few units in the last place. Products of fewer than MIN_ROWS
-rows stay on MKL (it has a separate path for them). tests/test_fastops.py pins both.
+0.17 ms against 0.08 ms with one thread. Where the inner (summed) dimension is short (the
+embedding and hidden widths, 64; up to MAX_INNER) and there are at least MIN_ROWS rows, oneDNN
+returns bit for bit what MKL returns, bias and an added tensor included. Longer sums (a weight's
+gradient sums over the batch) are taken in another order by oneDNN, so those products stay on MKL,
+in the very form autograd uses: gradients through `linear` are autograd's, bit for bit, and a
+fixed-seed run gives the plain path's numbers (tests/test_fastops.py, tests/test_golden.py). tests/test_fastops.py pins both.
 
 Every function falls back to the plain torch expression when oneDNN is not there, off the CPU
 (the GPU has its own kernels), for dtypes other than float32, and inside `plain()`, which the
@@ -55,6 +56,7 @@ def plain():
 
 
 MIN_ROWS = 16  # below this MKL takes another path for small products, which oneDNN does not match bit for bit
+MAX_INNER = 128  # longest summed dimension checked to match MKL bit for bit
 
 
 def _fast(*tensors: torch.Tensor | None) -> bool:
@@ -78,8 +80,14 @@ def _lp_add(x, w, other):
     return torch.ops.mkldnn._linear_pointwise.binary(_dense(x), other.contiguous(), _dense(w), None, "add")
 
 
+def _short(a: torch.Tensor, inner: int) -> bool:
+    return a.shape[0] >= MIN_ROWS and inner <= MAX_INNER
+
+
 class _Linear(torch.autograd.Function):
-    """x @ w.T (+ b) with its three products on oneDNN (x: (M, K), w: (N, K), b: (N,))."""
+    """x @ w.T (+ b) (x: (M, K), w: (N, K), b: (N,)), the forward product on oneDNN; the backward
+    is autograd's for F.linear: grad_x = g @ w (on oneDNN when N is short), grad_w = g.T @ x
+    (MKL: a sum over the M rows), grad_b = g summed over rows."""
 
     @staticmethod
     def forward(ctx, x, w, b):
@@ -93,9 +101,9 @@ class _Linear(torch.autograd.Function):
         gx = gw = gb = None
         g = g.contiguous()
         if ctx.needs_input_grad[0]:
-            gx = _lp(g, w.T)  # (M, N) @ (N, K)
+            gx = _lp(g, w.T) if _short(g, g.shape[1]) else g.mm(w)  # (M, N) @ (N, K)
         if ctx.needs_input_grad[1]:
-            gw = _lp(g.T, x.T)  # (N, M) @ (M, K)
+            gw = g.t().mm(x)  # (N, M) @ (M, K)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g.sum(0)
         return gx, gw, gb
@@ -103,7 +111,7 @@ class _Linear(torch.autograd.Function):
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear(x, w, b) = x @ w.T + b for 2-D x, on oneDNN where it is faster (autograd included)."""
-    if not _fast(x, w, b) or x.dim() != 2 or x.shape[0] < MIN_ROWS:
+    if not _fast(x, w, b) or x.dim() != 2 or not _short(x, x.shape[1]):
         return F.linear(x, w, b)
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
         return _Linear.apply(x, w, b)
@@ -112,7 +120,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b for 2-D tensors (autograd included)."""
-    if not _fast(a, b) or a.dim() != 2 or b.dim() != 2:
+    if not _fast(a, b) or a.dim() != 2 or b.dim() != 2 or not _short(a, a.shape[1]):
         return a @ b
     return linear(a, b.T)
 
@@ -122,7 +130,7 @@ def addmm(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta: float = 1.0, 
           b_scaled_t: torch.Tensor | None = None) -> torch.Tensor:
     """torch.addmm(c, a, b, beta=beta, alpha=alpha) without autograd, bit for bit as MKL computes it
     (MKL scales b by alpha, then adds beta * c). b_scaled_t: (alpha * b).T computed once by the caller."""
-    if not _fast(c, a, b) or c.shape != (a.shape[0], b.shape[1]) or a.shape[0] < MIN_ROWS:
+    if not _fast(c, a, b) or c.shape != (a.shape[0], b.shape[1]) or not _short(a, a.shape[1]):
         return torch.addmm(c, a, b, beta=beta, alpha=alpha)
     if b_scaled_t is None:
         b_scaled_t = (b * alpha).T if alpha != 1.0 else b.T

@@ -1,8 +1,6 @@
-"""The CPU fast paths of the training step against the plain expressions they replace.
-
-Forward values are compared at float32 resolution (on this project's machines they are equal bit
-for bit); gradients, whose sums over a batch run in another order, within a few units in the last
-place; a fixed-seed run with and without the fast paths to the golden tolerance."""
+"""The CPU fast paths of the training step against the plain expressions they replace: values and
+gradients bit for bit, and a fixed-seed run with and without them identical (what keeps
+tests/test_golden.py's numbers where they were recorded)."""
 import copy
 
 import numpy as np
@@ -14,16 +12,6 @@ from cnsdiff_core import fastops
 from cnsdiff_core.config import preset_config
 from cnsdiff_core.samplers import BatchContext, make_sampler
 from cnsdiff_core.train import Trainer
-
-TIGHT = dict(rtol=1e-6, atol=1e-7)
-
-
-def assert_rounding_close(a: torch.Tensor, ref: torch.Tensor, tol: float = 1e-5) -> None:
-    """Equal up to sums taken in another order: differences within tol of the largest entry."""
-    assert a.shape == ref.shape
-    scale = float(ref.abs().max()) or 1.0
-    assert float((a - ref).abs().max()) <= tol * scale, (float((a - ref).abs().max()), scale)
-
 
 def test_fast_products_are_available_here_and_plain_switches_them_off():
     assert fastops.AVAILABLE  # the CPU wheel ships oneDNN; without it every function is the plain one
@@ -48,12 +36,13 @@ def test_linear_and_mm_equal_torch_with_gradients(rows):
     got = torch.autograd.grad(y, (x, big, b), g)
     ref_y = F.linear(x, w, b)
     ref = torch.autograd.grad(ref_y, (x, big, b), g)
-    torch.testing.assert_close(y, ref_y, **TIGHT)
-    for a, r in zip(got, ref):
-        assert_rounding_close(a, r)
+    assert torch.equal(y, ref_y)
+    for a, r in zip(got, ref):  # autograd's gradients, bit for bit
+        assert torch.equal(a, r)
     m = torch.randn(64, 30)
-    torch.testing.assert_close(fastops.mm(x.detach(), m), x.detach() @ m, **TIGHT)
-    assert_rounding_close(fastops.mm(x.detach().T, x.detach()), x.detach().T @ x.detach())
+    assert torch.equal(fastops.mm(x.detach(), m), x.detach() @ m)
+    # a long sum (over the rows) stays on MKL: oneDNN would take it in another order
+    assert torch.equal(fastops.mm(x.detach().T, x.detach()), x.detach().T @ x.detach())
 
 
 def test_addmm_equals_torch_addmm_scaling_and_small_batches():
@@ -61,7 +50,7 @@ def test_addmm_equals_torch_addmm_scaling_and_small_batches():
     for rows in (5, 2048):  # 5: below MIN_ROWS, the plain call
         c, a, b = torch.randn(rows, 64), torch.rand(rows, 64), torch.randn(64, 64)
         got = fastops.addmm(c, a, b, beta=0.81, alpha=0.37)
-        torch.testing.assert_close(got, torch.addmm(c, a, b, beta=0.81, alpha=0.37), **TIGHT)
+        assert torch.equal(got, torch.addmm(c, a, b, beta=0.81, alpha=0.37))
 
 
 @pytest.mark.parametrize("extra", [{}, {"condition_on_user": True}, {"reverse_from_T": True},
@@ -76,11 +65,11 @@ def test_candidates_with_fast_products_equal_the_plain_fold(extra):
     with fastops.plain():
         torch.manual_seed(1)
         plain = s.candidates(pos, user)
-    torch.testing.assert_close(fast, plain, **TIGHT)
+    assert torch.equal(fast, plain)
 
 
-@pytest.mark.parametrize("temperature", [2.0, 0.2])
-def test_contrastive_term_backward_equals_autograd(temperature):
+@pytest.mark.parametrize("temperature", [2.0, 0.2, 0.005])
+def test_contrastive_term_equals_autograd_through_the_plain_expression(temperature):
     from cnsdiff_core.samplers.cnsdiff import contrastive_loss
 
     torch.manual_seed(0)
@@ -95,20 +84,20 @@ def test_contrastive_term_backward_equals_autograd(temperature):
     fast = run()
     with fastops.plain():
         plain = run()
-    torch.testing.assert_close(fast[0], plain[0], **TIGHT)
-    for a, b in zip(fast[1:], plain[1:]):
-        assert_rounding_close(a, b)
+    for a, b in zip(fast, plain):  # value and both gradients, bit for bit
+        assert torch.equal(a, b)
     loss = contrastive_loss(anchor, negs, temperature)
-    loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="runs once per forward"):
-        loss.backward()
+    if temperature > 1 / 80:  # the in-place backward (logits that cannot overflow)
+        loss.backward(retain_graph=True)
+        with pytest.raises(RuntimeError, match="runs once per forward"):
+            loss.backward()
 
 
 @pytest.mark.parametrize("extra", [{}, {"causal": "kl", "causal_weight": 0.5}, {"causal": "none"},
-                                   {"condition_on_user": True}, {"denoiser_dropout": 0.0},
-                                   {"causal_weight": 100.0}])
-def test_fused_denoiser_update_equals_autograd(extra):
-    """Same loss parts (the same forward operations and draws), the same gradients to rounding."""
+                                   {"condition_on_user": True}, {"denoiser_dropout": 0.0}])
+def test_denoiser_update_with_fast_products_equals_the_plain_one(extra):
+    """The same loss parts and the same gradients, bit for bit (the forward products on oneDNN,
+    the weight gradients as autograd takes them)."""
     cfg = preset_config("tuned", sampler="cnsdiff", **extra)
     s = make_sampler("cnsdiff", cfg, torch.device("cpu"))
     torch.manual_seed(0)
@@ -129,9 +118,9 @@ def test_fused_denoiser_update_equals_autograd(extra):
         plain_parts, plain = grads()
     assert fast_parts.keys() == plain_parts.keys()
     for k in plain_parts:
-        torch.testing.assert_close(fast_parts[k], plain_parts[k], **TIGHT)
+        assert torch.equal(fast_parts[k], plain_parts[k]), k
     for name in plain:
-        assert_rounding_close(fast[name], plain[name])
+        assert torch.equal(fast[name], plain[name]), name
 
 
 def test_mixing_weights_are_torch_beta_draws():
@@ -157,13 +146,9 @@ def test_a_fixed_seed_run_is_the_same_with_and_without_the_fast_paths(toy, extra
     fast, fast_hist = _short_run(toy, **extra)
     with fastops.plain():
         plain, plain_hist = _short_run(toy, **extra)
-    assert fast.metrics.keys() == plain.metrics.keys()
-    for k, v in plain.metrics.items():
-        assert fast.metrics[k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
-    for a, b in zip(fast_hist, plain_hist):
-        for k, v in b.items():
-            assert a[k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
-    np.testing.assert_allclose(fast.item_emb, plain.item_emb, rtol=1e-4, atol=1e-6)
+    assert fast.metrics == plain.metrics
+    assert fast_hist == plain_hist
+    assert np.array_equal(fast.item_emb, plain.item_emb) and np.array_equal(fast.user_emb, plain.user_emb)
 
 
 def test_the_denoiser_step_can_run_before_the_recommenders(toy):

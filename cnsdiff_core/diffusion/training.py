@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import fastops
 from .denoiser import Denoiser
-from .fused import fused_denoiser_grads
 from .schedule import NoiseSchedule, ScheduleTensors
 
 
@@ -36,21 +34,9 @@ class DenoiserTrainer:
                              user if cfg.condition_on_user else None, generator)
 
     def step(self, z0: torch.Tensor, env: torch.Tensor | None = None, user: torch.Tensor | None = None,
-             generator: torch.Generator | None = None, fused: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One optimizer step in train mode (dropout on) on positives z0: (B, d). Returns (loss, parts).
-
-        fused=True (the CNSDiff sampler's training): on a CPU the same loss and draws with the
-        gradients written out (`fused.fused_denoiser_grads`, equal to autograd's to float rounding)."""
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimizer step in train mode (dropout on) on positives z0: (B, d). Returns (loss, parts)."""
         self.denoiser.train()
-        if fused and generator is None and fastops.enabled() and z0.device.type == "cpu":
-            cfg = self.cfg
-            self.optimizer.zero_grad(set_to_none=True)
-            parts = fused_denoiser_grads(self.denoiser, self.sched, z0, self.weights, cfg.causal, cfg.causal_weight,
-                                         env if cfg.causal == "env-variance" else None, cfg.n_envs,
-                                         user if cfg.condition_on_user else None)
-            self.optimizer.step()
-            loss = parts["denoise"] + cfg.causal_weight * parts["causal"] if "causal" in parts else parts["denoise"]
-            return loss, parts
         loss, parts = self.loss(z0, env, user, generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
