@@ -241,11 +241,6 @@ class Trainer:
                            self.data.n_users, epoch, self.pool, self.env_t[idx])
         with self._phase("sample"):
             nb = self.sampler.sample(ctx)
-        # the denoiser's own step reads only this batch's (detached) embeddings and draws its
-        # random numbers after the sampler's, so it can run here, while they are in cache: the
-        # same numbers as after the recommender's step
-        with self._phase("denoiser update"):
-            upd = self.sampler.update(ctx)
         with self._phase("loss"):
             s_pos = (ctx.user_e * ctx.pos_e).sum(-1)
             s_neg = (ctx.user_e * nb.emb).sum(-1)
@@ -258,6 +253,8 @@ class Trainer:
             self.optimizer.step()
             self.sampler.after_backward()
         parts = {"loss": loss.detach(), "bpr": bpr.detach(), **nb.parts}  # 0-d tensors, no sync
+        with self._phase("denoiser update"):
+            upd = self.sampler.update(ctx)
         parts.update({f"den_{k}": v for k, v in upd.items()})
         return parts
 

@@ -46,7 +46,7 @@ print(json.dumps({"cpu": cpu, "wall": wall}))
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", required=True, help="the commit to compare against (e.g. b586739)")
+    ap.add_argument("--base", required=True, help="the commit(s) to compare against, comma-separated (e.g. b586739)")
     ap.add_argument("--datasets", default="food")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs per process")
@@ -54,15 +54,21 @@ def main() -> int:
     env = dict(os.environ)
     env.setdefault("CNSDIFF_DATA_ROOT", str(ROOT.parent / "shared" / "datasets"))
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base, "cnsdiff_core"], capture_output=True,
-                                 check=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        trees = {args.base: tmp, "this checkout": str(ROOT)}
+        trees = {}
+        for rev in args.base.split(","):
+            folder = Path(tmp) / rev
+            folder.mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "cnsdiff_core"], capture_output=True,
+                                     check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+            trees[rev] = str(folder)
+        trees["this checkout"] = str(ROOT)
         pairs = [(code, s) for code in trees for s in ("rns", "cnsdiff")]
         for dataset in args.datasets.split(","):
             times: dict[tuple, dict[str, list[float]]] = {p: {"cpu": [], "wall": []} for p in pairs}
             for r in range(args.rounds):
-                for code, sampler in pairs[r % 4:] + pairs[:r % 4]:
+                shift = r % len(pairs)
+                for code, sampler in pairs[shift:] + pairs[:shift]:
                     out = subprocess.run([sys.executable, "-c", ONE, sampler, dataset, str(args.epochs)],
                                          capture_output=True, text=True, env=env | {"PYTHONPATH": trees[code]})
                     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]

@@ -149,39 +149,3 @@ def test_a_fixed_seed_run_is_the_same_with_and_without_the_fast_paths(toy, extra
     assert fast.metrics == plain.metrics
     assert fast_hist == plain_hist
     assert np.array_equal(fast.item_emb, plain.item_emb) and np.array_equal(fast.user_emb, plain.user_emb)
-
-
-def test_the_denoiser_step_can_run_before_the_recommenders(toy):
-    """The trainer runs the sampler's denoiser update right after sampling; it reads only the
-    batch's detached embeddings and draws after the sampler, so it gives what it gave after the
-    recommender's step."""
-    from cnsdiff_core.model import LightGCN, bpr_loss, normalized_adjacency
-    from cnsdiff_core.samplers import NegativePool
-
-    def one_batch(update_first: bool):
-        torch.manual_seed(0)
-        cfg = preset_config("tuned", sampler="cnsdiff", dim=32)
-        model = LightGCN(toy.n_users, toy.n_items, 32, 2)
-        model.set_graph(normalized_adjacency(toy.train, toy.n_users, toy.n_items))
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        s = make_sampler("cnsdiff", cfg, torch.device("cpu"))
-        pool = NegativePool(toy.train, toy.n_users, toy.n_items, torch.device("cpu"))
-        tr = torch.as_tensor(toy.train[:200])
-        users, pos = tr[:, 0], tr[:, 1]
-        u, i = model.propagate()
-        ctx = BatchContext(users, pos, pool.draw(users, 1)[:, 0], u[users], i[pos], i, None, toy.n_users, 3,
-                           pool, torch.zeros(200, dtype=torch.long))
-        nb = s.sample(ctx)
-        if update_first:
-            s.update(ctx)
-        loss = bpr_loss((ctx.user_e * ctx.pos_e).sum(-1), (ctx.user_e * nb.emb).sum(-1)) + nb.extra_loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        s.after_backward()
-        if not update_first:
-            s.update(ctx)
-        return [p.detach().clone() for p in list(model.parameters()) + list(s.denoiser.parameters())]
-
-    for a, b in zip(one_batch(True), one_batch(False)):
-        assert torch.equal(a, b)
