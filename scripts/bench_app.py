@@ -2,7 +2,9 @@
 
 Runs the app (app.py) in Streamlit's AppTest in this process, opens each page as a user would
 (switch_page), then times reruns: a plain rerun and one rerun per change of each main control
-(cycling over a few values), --reruns times each, and prints the median in seconds. The size of
+(cycling over a few values), --reruns times each, and prints the median in seconds. A control
+inside an st.fragment reruns only the fragment in a browser; AppTest reruns the whole script, so
+for those both the fragment's own time (ui.profile.section) and the whole page are printed. The size of
 every st.plotly_chart is the length of the JSON spec the server sends. The first open of a page
 fills the caches and is reported separately (`open`); the background UMAP fit is switched off
 (the toggles of the map pages) so it does not run during the timing.
@@ -42,6 +44,8 @@ CONTROLS = {
                                 ("radio", "fhn_kind", ["violin", "box"])],
     "pages/8_schedule_lab.py": [],
 }
+# controls inside a fragment: a change reruns only the fragment, timed by ui.profile.section(name)
+FRAGMENT = {"den_step": "denoising frame view", "den_next": "denoising frame view", "den_s": "denoising frame view"}
 NO_UMAP = {"den_umap": False, "map_umap": False}
 
 
@@ -104,7 +108,7 @@ def bench_page(page: str, run_id: str, reruns: int) -> list[tuple[str, float, in
         if w is None:
             rows.append((f"{key} (not on the page)", float("nan"), 0))
             continue
-        times = []
+        times, frag = [], []
         for i in range(reruns):
             w = _widget(at, kind, key)
             if kind == "button":
@@ -113,7 +117,13 @@ def bench_page(page: str, run_id: str, reruns: int) -> list[tuple[str, float, in
                 vals = _values(w, kind, spec)
                 w.set_value(vals[i % len(vals)])
             times.append(timed(at))
-        rows.append((f"{kind} {key}", statistics.median(times), reruns))
+            if key in FRAGMENT:
+                from ui import profile
+
+                frag.append(profile.LAST[FRAGMENT[key]])
+        if frag:  # AppTest reruns the whole script; in a browser only the fragment reruns
+            rows.append((f"{kind} {key} (fragment only)", statistics.median(frag), reruns))
+        rows.append((f"{kind} {key}{' (whole page)' if frag else ''}", statistics.median(times), reruns))
     return rows, chart_sizes(at)
 
 

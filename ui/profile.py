@@ -49,3 +49,19 @@ def page_timer(name: str, stream=None):
             lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
             print("\n".join(f"[cnsdiff profile]   {ln}" for ln in lines[-(n + 1):]), file=out)
         out.flush()
+
+
+LAST: dict[str, float] = {}  # seconds of the latest run of each timed section (read by scripts/bench_app.py)
+
+
+@contextmanager
+def section(name: str, stream=None):
+    """Time a part of a page that can rerun on its own (a fragment): kept in LAST[name] always
+    (one perf_counter pair), printed like page_timer when CNSDIFF_PROFILE_PAGES is set."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        LAST[name] = time.perf_counter() - t
+        if level():
+            print(f"[cnsdiff profile] section {name}: {LAST[name] * 1000:.1f} ms", file=stream or sys.stderr)
