@@ -371,3 +371,66 @@ def test_negatives_map_swaps_in_umap_when_ready(store):
     assert at.radio(key="map_method").options == ["PCA", "UMAP (cosine)"]
     at.radio(key="map_method").set_value("umap").run()
     no_exception(at)
+
+
+# --- interactive speed (issue 14): behaviour, not timings ----------------------------------------------
+def test_denoising_frame_controls_rerun_only_a_fragment(store):
+    """The frame slider, ◀ ▶, the map and the frame's numbers are one st.fragment: a frame step
+    reruns that fragment, not the page (AppTest reruns the whole script, so the fragment is
+    checked where Streamlit registers it)."""
+    from ui import profile
+
+    at = app("5_denoising.py", store["ids"]["demo"], den_umap=False)
+    at.run()
+    no_exception(at)
+    wrapped = {c.cell_contents.__name__ for f in at._fragment_storage._fragments.values()
+               for c in (f.__closure__ or ()) if callable(c.cell_contents) and hasattr(c.cell_contents, "__name__")}
+    assert "frame_view" in wrapped, wrapped
+    profile.LAST.pop("denoising frame view", None)
+    at.slider(key="den_step").set_value(1).run()
+    no_exception(at)
+    assert "denoising frame view" in profile.LAST  # the frame view ran inside the timed section
+    assert chart_spec(at, "den_chart")["layout"]["sliders"][0]["active"] == 1
+
+
+def test_denoising_figure_spec_is_built_once_per_run_and_parameters(store, monkeypatch):
+    import ui.figures as figs
+    from ui import maps
+
+    maps._trajectory_spec.clear()
+    calls = []
+    real = figs.trajectory_spec
+    monkeypatch.setattr(figs, "trajectory_spec", lambda *a, **k: calls.append(k) or real(*a, **k))
+    first = app("5_denoising.py", store["ids"]["demo"], den_umap=False)
+    first.run()
+    no_exception(first)
+    for step in (0, 3, 5):  # frame steps reuse the spec
+        first.slider(key="den_step").set_value(step).run()
+        no_exception(first)
+    second = app("5_denoising.py", store["ids"]["demo"], den_umap=False)  # another session, same choices
+    second.run()
+    no_exception(second)
+    assert len(calls) == 1
+    assert chart_spec(second, "den_chart")["frames"] == chart_spec(first, "den_chart")["frames"]
+    second.toggle(key="den_zoom").set_value(True).run()  # another parameter: a new spec
+    no_exception(second)
+    assert len(calls) == 2 and calls[-1]["zoom_items"] is True
+
+
+def test_profile_env_var_prints_page_time_and_top_costs(store, monkeypatch, capsys):
+    import io
+
+    from ui import profile
+
+    monkeypatch.setenv("CNSDIFF_PROFILE_PAGES", "5")
+    at = app("6_negatives_map.py", store["ids"]["demo"], map_umap=False)
+    at.run()
+    no_exception(at)
+    err = capsys.readouterr().err
+    assert "[cnsdiff profile] page Negatives map:" in err and " ms" in err
+    assert "cumtime" in err and "6_negatives_map.py" in err  # the cProfile table of the page
+    monkeypatch.setenv("CNSDIFF_PROFILE_PAGES", "0")
+    buf = io.StringIO()
+    with profile.page_timer("Off", stream=buf):
+        pass
+    assert buf.getvalue() == ""
