@@ -118,9 +118,12 @@ def bench_page(page: str, run_id: str, reruns: int) -> list[tuple[str, float, in
                 w.set_value(vals[i % len(vals)])
             times.append(timed(at))
             if key in FRAGMENT:
-                from ui import profile
-
-                frag.append(profile.LAST[FRAGMENT[key]])
+                try:
+                    from ui import profile
+                except ImportError:  # a checkout before the timer existed
+                    continue
+                if FRAGMENT[key] in profile.LAST:
+                    frag.append(profile.LAST[FRAGMENT[key]])
         if frag:  # AppTest reruns the whole script; in a browser only the fragment reruns
             rows.append((f"{kind} {key} (fragment only)", statistics.median(frag), reruns))
         rows.append((f"{kind} {key}{' (whole page)' if frag else ''}", statistics.median(times), reruns))
