@@ -147,13 +147,19 @@ def test_denoising_chart_animates_the_trajectories_on_the_client(store):
     slider = spec["layout"]["sliders"][0]
     assert [step["args"][0] for step in slider["steps"]] == [[str(k)] for k in range(n_frames)]
     assert slider["active"] == frame == n_frames - 1  # the page opens on the final candidates
-    assert spec["data"][2:] == frames[frame]["data"]  # the static traces are that frame
+    def points(traces):
+        return [(t["name"], arr(t["x"]).tolist(), arr(t["y"]).tolist()) for t in traces]
+
+    assert points(spec["data"][2:]) == points(frames[frame]["data"])  # the drawn traces are that frame
+    for j, t in enumerate(spec["data"][2:2 + len(steps)]):  # a path holds its whole chain's hover texts
+        assert len(t["hovertext"]) == lengths[j] and len(t["marker"]["symbol"]) == lengths[j]
+        assert all("hovertext" not in f["data"][j] for f in frames)  # ... sent once, not per frame
 
     at.slider(key="den_step").set_value(2).run()  # the page's frame slider redraws the static traces
     no_exception(at)
     moved = chart_spec(at, "den_chart")
     assert moved["layout"]["sliders"][0]["active"] == 2
-    assert moved["data"][2:] == frames[2]["data"] and moved["frames"] == frames
+    assert points(moved["data"][2:]) == points(frames[2]["data"]) and moved["frames"] == frames
 
 
 def test_denoising_shows_the_reference_near_constant_negative(store):

@@ -46,8 +46,9 @@ def trajectory_spec(items: pd.DataFrame, traj: ex.Trajectories, xy: np.ndarray, 
                     zoom_items: bool = False, duration_ms: int = 450) -> dict:
     """The animated denoising map as a plain Plotly spec (no graph_objects validation): the item
     cloud (static Scattergl, float32 arrays), the positive, and one Plotly frame per position that
-    updates only the trajectory traces (a path and a head per hardness step). `data` holds the
-    static traces only; `trajectory_figure` picks the frame shown. Built once per run and
+    updates only the points of the trajectory traces (a path and a head per hardness step).
+    `data` holds the static traces, `moving` the trajectory traces' style and hover texts;
+    `trajectory_figure` joins them with the frame shown. Built once per run and
     parameters (the page caches it); never modified afterwards."""
     table = traj.table
     colors = step_colors(traj.steps)
@@ -63,21 +64,26 @@ def trajectory_spec(items: pd.DataFrame, traj: ex.Trajectories, xy: np.ndarray, 
                        table["label"].to_numpy()[idx]))
     xy32 = np.asarray(xy, dtype=np.float32)
 
+    # The moving traces carry their style, the whole chain's hover texts and marker symbols once
+    # (a path at frame k shows the chain's first states, so text i belongs to point i); a frame
+    # only sends the points (float32) and the head's label.
+    base = [_scatter(name=f"s={s} path", mode="lines+markers", line={"color": colors[s], "width": 2},
+                     marker={"color": colors[s], "size": 6, "symbol": symbols.tolist()},
+                     hovertext=text[idx].tolist(), hoverinfo="text", legendgroup=str(s), showlegend=True)
+            for s, idx, symbols, _ in chains]
+    base += [_scatter(name=f"s={s} now", mode="markers+text", textposition="top center",
+                      marker={"color": colors[s], "size": 14, "symbol": "cross", "line": {"color": "black", "width": 1}},
+                      hoverinfo="text", legendgroup=str(s), showlegend=False)
+             for s, _, _, _ in chains]
+
     def traces_at(k: int) -> list[dict]:
         paths, heads = [], []
         for s, idx, symbols, labs in chains:
             n = min(k, len(idx) - 1) + 1
             sel = idx[:n]
-            paths.append(_scatter(x=xy32[sel, 0], y=xy32[sel, 1], mode="lines+markers", name=f"s={s} path",
-                                  line={"color": colors[s], "width": 2},
-                                  marker={"color": colors[s], "size": 6, "symbol": symbols[:n].tolist()},
-                                  hovertext=text[sel].tolist(), hoverinfo="text", legendgroup=str(s),
-                                  showlegend=True))
-            heads.append(_scatter(x=xy32[sel[-1:], 0], y=xy32[sel[-1:], 1], mode="markers+text", name=f"s={s} now",
-                                  text=[f"s={s}: {labs[n - 1]}"], textposition="top center",
-                                  marker={"color": colors[s], "size": 14, "symbol": "cross",
-                                          "line": {"color": "black", "width": 1}},
-                                  hovertext=[text[sel[-1]]], hoverinfo="text", legendgroup=str(s), showlegend=False))
+            paths.append(_scatter(name=f"s={s} path", x=xy32[sel, 0], y=xy32[sel, 1]))
+            heads.append(_scatter(name=f"s={s} now", x=xy32[sel[-1:], 0], y=xy32[sel[-1:], 1],
+                                  text=[f"s={s}: {labs[n - 1]}"], hovertext=[text[sel[-1]]]))
         return paths + heads
 
     cloud = _item_cloud(items).to_plotly_json()
@@ -104,7 +110,7 @@ def trajectory_spec(items: pd.DataFrame, traj: ex.Trajectories, xy: np.ndarray, 
         "height": 640, "margin": {"l": 10, "r": 10, "t": 30, "b": 120}, "legend": {"orientation": "h", "y": 1.06},
         "xaxis": {"title": {"text": "map x"}, "range": xr, "autorange": False},
         "yaxis": {"title": {"text": "map y"}, "range": yr, "autorange": False}}
-    return _encode_arrays({"data": [cloud, positive], "layout": layout, "frames": frames})
+    return _encode_arrays({"data": [cloud, positive], "moving": base, "layout": layout, "frames": frames})
 
 
 class SpecFigure(go.Figure):
@@ -148,8 +154,8 @@ def trajectory_figure(spec: dict, frame: int) -> SpecFigure:
     k = min(max(int(frame), 0), n_frames - 1)
     slider = dict(spec["layout"]["sliders"][0], active=k)
     layout = dict(spec["layout"], sliders=[slider])
-    return SpecFigure({"data": spec["data"] + spec["frames"][k]["data"], "layout": layout,
-                       "frames": spec["frames"]})
+    moving = [dict(style, **now) for style, now in zip(spec["moving"], spec["frames"][k]["data"])]
+    return SpecFigure({"data": spec["data"] + moving, "layout": layout, "frames": spec["frames"]})
 
 
 def chain_lines_figure(traj: ex.Trajectories, colors: dict[int, str]) -> go.Figure:
