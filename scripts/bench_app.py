@@ -102,6 +102,8 @@ def bench_page(page: str, run_id: str, reruns: int) -> list[tuple[str, float, in
     at.run()
     at.switch_page(page)
     rows = [("open (first view, fills caches)", timed(at), 1)]
+    if at.error:  # e.g. a run whose dataset cannot be loaded here: say so instead of timing an error page
+        raise RuntimeError(f"{page} shows an error: {at.error[0].value}")
     rows.append(("rerun (no change)", statistics.median(timed(at) for _ in range(reruns)), reruns))
     for kind, key, spec in CONTROLS.get(page, []):
         w = _widget(at, kind, key)
