@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -440,3 +441,35 @@ def test_profile_env_var_prints_page_time_and_top_costs(store, monkeypatch, caps
     with profile.page_timer("Off", stream=buf):
         pass
     assert buf.getvalue() == ""
+
+
+def test_map_figure_by_environment_sends_one_webgl_trace_per_environment():
+    """Coloured by environment, the item cloud is one Scattergl per environment (a colour per trace,
+    not a colour string per item); every item is in exactly one trace and a selection of a point
+    maps back to its own row; popularity travels as a typed array read by the hover template."""
+    import plotly.io as pio
+
+    from ui import figures
+
+    rng = np.random.default_rng(0)
+    n = 40
+    items = pd.DataFrame({"item_id": [f"i{k}" for k in range(n)], "title": [""] * n,
+                          "popularity": rng.integers(1, 99, n), "x": rng.normal(size=n), "y": rng.normal(size=n),
+                          "environment": rng.choice(["q1", "q2", "q3"], n)},
+                         index=np.arange(100, 100 + n))
+    items["log_popularity"] = np.log10(1 + items["popularity"])
+    overlay = pd.DataFrame({"layer": ["rns"], "x": [0.0], "y": [0.0], "nn_dist": [0.0], "hover": ["rns · i1"]})
+    fig, registry = figures.map_figure(items, overlay, "environment", False, [])
+    spec = json.loads(pio.to_json(fig))
+    clouds = [t for t in spec["data"] if t["name"].startswith("items")]
+    assert [t["name"] for t in clouds] == ["items · q1", "items · q2", "items · q3"]
+    assert all(t["type"] == "scattergl" and isinstance(t["marker"]["color"], str) for t in clouds)
+    rows = np.concatenate([registry[i][1] for i in range(len(clouds))])
+    assert sorted(rows) == list(items.index)
+    for i, t in enumerate(clouds):
+        xs = arr(t["x"])
+        assert np.allclose(xs, items.loc[registry[i][1], "x"].to_numpy(np.float32))
+        assert (arr(t["customdata"]) == items.loc[registry[i][1], "popularity"].to_numpy()).all()
+        assert "%{customdata}" in t["hovertemplate"] and t["name"][-2:] in t["hovertemplate"]
+    picked = figures.selected_rows({"selection": {"points": [{"curve_number": 1, "point_index": 0}]}}, registry)
+    assert picked["items"] == [registry[1][1][0]]

@@ -13,22 +13,34 @@ from cnsdiff_core import explore as ex
 from ..theme import CONTEXT_COLOR, ENV_GREYS, GREYS, POSITIVE_STYLE, TRAIN_POS_COLOR, sampler_style, step_colors
 
 
-def _item_cloud(items: pd.DataFrame, color_by: str = "none") -> go.Scattergl:
-    hover = items["item_id"].astype(str) + np.where(items["title"].astype(str) != "", " · " + items["title"].astype(str), "") \
-        + " · popularity " + items["popularity"].astype(str)
+def _item_clouds(items: pd.DataFrame, color_by: str = "none") -> list[tuple[go.Scattergl, np.ndarray]]:
+    """The item cloud as WebGL traces with their row labels: one trace, or one per environment
+    when coloured by environment (a colour per trace, not a colour string per item). Compact:
+    float32 coordinates, popularity as an int32 typed array shown by the hover template, so
+    the hover repeats no text per item beyond its id and title."""
+    label = items["item_id"].astype(str) + np.where(items["title"].astype(str) != "", " · " + items["title"].astype(str), "")
     marker: dict = {"size": 5, "opacity": 0.55, "color": CONTEXT_COLOR}
     if color_by == "popularity":
         marker |= {"color": items["log_popularity"].to_numpy(np.float32), "colorscale": GREYS, "showscale": True,
                    "colorbar": {"title": "log10(1+pop)", "thickness": 10, "x": 1.02}}
-    elif color_by == "environment":
+    groups = [("items", items.index.to_numpy(), marker, "")]
+    if color_by == "environment":
         envs = sorted(items["environment"].unique())
-        cmap = {e: ENV_GREYS[min(i, len(ENV_GREYS) - 1)] for i, e in enumerate(envs)}
-        marker |= {"color": items["environment"].map(cmap)}
-        hover = hover + " · " + items["environment"]
-    # float32 typed arrays: half the bytes of float64, far below a map pixel's resolution
-    return go.Scattergl(x=items["x"].to_numpy(np.float32), y=items["y"].to_numpy(np.float32), mode="markers",
-                        marker=marker, name="items",
-                        hovertext=hover, hoverinfo="text")
+        groups = [(f"items · {e}", items.index[(items["environment"] == e).to_numpy()].to_numpy(),
+                   marker | {"color": ENV_GREYS[min(i, len(ENV_GREYS) - 1)]}, f" · {e}") for i, e in enumerate(envs)]
+    out = []
+    for name, rows, mk, suffix in groups:
+        sub = items.loc[rows]
+        out.append((go.Scattergl(x=sub["x"].to_numpy(np.float32), y=sub["y"].to_numpy(np.float32), mode="markers",
+                                 marker=mk, name=name, hovertext=label.loc[rows].to_numpy(),
+                                 customdata=sub["popularity"].to_numpy(np.int32),
+                                 hovertemplate=f"%{{hovertext}} · popularity %{{customdata}}{suffix}<extra></extra>"),
+                    rows))
+    return out
+
+
+def _item_cloud(items: pd.DataFrame) -> go.Scattergl:
+    return _item_clouds(items)[0][0]
 
 
 def _ranges(xs: list[np.ndarray], pad: float = 0.05) -> tuple[list[float], list[float]]:
@@ -177,8 +189,9 @@ def map_figure(items: pd.DataFrame, overlay: pd.DataFrame, color_by: str, size_b
     lasso selection (curve_number, point_index) maps back to table rows."""
     fig = go.Figure()
     registry: list[tuple[str, np.ndarray]] = []
-    fig.add_trace(_item_cloud(items, color_by))
-    registry.append(("items", items.index.to_numpy()))
+    for trace, rows in _item_clouds(items, color_by):
+        fig.add_trace(trace)
+        registry.append(("items", rows))
     nn_max = float(overlay["nn_dist"].max()) if len(overlay) and overlay["nn_dist"].notna().any() else 0.0
     for layer, sub in overlay.groupby("layer", sort=False):
         color, symbol = sampler_style(layer, steps)
