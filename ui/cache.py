@@ -182,7 +182,7 @@ def device_info() -> dict:
     return {"label": label, "cuda": cuda, "reason": reason}
 
 
-@st.cache_resource(show_spinner=False, max_entries=256)
+@st.cache_resource(show_spinner=False, max_entries=96)  # bounds the memory: a Food map figure is a few MB
 def _built(name: str, key: tuple, _build):
     return _build()
 
