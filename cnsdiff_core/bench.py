@@ -6,26 +6,30 @@ It measures and reports; it asserts nothing. Yields printable lines.
 from __future__ import annotations
 
 import resource
+import statistics
 import time
 from typing import Iterator
 
 import torch
 
+from . import fastops
 from .config import preset_config
 from .samplers import METHOD, UNIFORM, sampler_class
 from .train import Trainer, device_label, resolve_device
 
 
-def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    """Measured fp32 dense matmul throughput of this device (GFLOP/s)."""
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10, fast: bool = False) -> float:
+    """Measured fp32 dense matmul throughput of this device (GFLOP/s): torch's matmul, or with
+    fast=True the product the CPU fast paths use (fastops.mm: oneDNN)."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
-    a @ b
+    mm = fastops.mm if fast else torch.mm
+    mm(a, b)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(repeats):
-        a @ b
+        mm(a, b)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
@@ -46,36 +50,85 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_one(data, sampler: str, preset: str, epochs: int, device: str, threads: int | None = None) -> dict:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
+
+
+def launches_per_batch(trainer) -> dict[str, float]:
+    """Kernel launches and CUDA graph replays per batch over one epoch (torch.profiler counts the
+    runtime calls); meaningful on a GPU only."""
+    from torch.profiler import ProfilerActivity, profile
+
+    n_batches = -(-len(trainer.data.train) // trainer.cfg.batch_size)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        trainer.train_epoch(1)
+        _sync(trainer.device)
+    counts = {e.key: e.count for e in prof.key_averages()}
+    return {"kernel launches": sum(counts.get(k, 0) for k in LAUNCHES) / n_batches,
+            "graph replays": counts.get("cudaGraphLaunch", 0) / n_batches}
+
+
+def bench_samplers(data, samplers=(UNIFORM, METHOD), preset: str = "tuned", epochs: int = 1, repeats: int = 3,
+                   device: str = "auto", threads: int | None = None, cuda_graph: bool = False) -> list[dict]:
+    """Seconds per epoch of each sampler, measured in one process with the samplers' epochs
+    interleaved (RNS, CNSDiff, RNS, CNSDiff, ...: a machine whose load changes affects both alike):
+    `repeats` rounds of `epochs` epochs each after one warm-up epoch; the median round, in wall
+    time and in this process's CPU time. Then one profiled epoch each: where the time goes (per
+    phase, with a device sync around each on a GPU), and on a GPU the kernel launches and graph
+    replays per batch; then evaluation (valid + IID + OOD full ranking)."""
     extra = {} if threads is None else {"cpu_threads": threads}
-    cfg = preset_config(preset, sampler=sampler, dataset=data.name, epochs=max(epochs, 1), patience=0,
-                        device=device, **extra)
-    trainer = Trainer(cfg, data, profile=True).setup()
-    dev = trainer.device
+    trainers = {}
+    for s in samplers:
+        cfg = preset_config(preset, sampler=s, dataset=data.name, epochs=1000, patience=0, device=device,
+                            cuda_graph=cuda_graph, **extra)
+        trainers[s] = Trainer(cfg, data).setup()
+    dev = next(iter(trainers.values())).device
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    trainer.train_epoch(0)  # warm-up epoch (allocator, kernels) not counted
-    trainer.phase_seconds.clear()
-    t = time.perf_counter()
-    for e in range(1, epochs + 1):
-        trainer.train_epoch(e)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    per_epoch = (time.perf_counter() - t) / epochs
-    te = time.perf_counter()
-    trainer.evaluate("iid", "ood", "valid")
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    eval_s = time.perf_counter() - te
-    mem = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
-    phases = {k: v / epochs for k, v in trainer.phase_seconds.items()}
-    flops = epoch_flops(cfg, len(data.train), data.n_users, data.n_items, dev.type)
-    return {"sampler": sampler, "preset": preset, "s_per_epoch": per_epoch, "eval_s": eval_s, "peak_mb": mem,
-            "phases": phases, "flops": flops}
+    for t in trainers.values():
+        t.train_epoch(0)  # warm-up (allocator, kernels; graphs captured) not counted
+    wall: dict[str, list[float]] = {s: [] for s in trainers}
+    cpu: dict[str, list[float]] = {s: [] for s in trainers}
+    for r in range(repeats):
+        for s, t in trainers.items():
+            _sync(dev)
+            w, c = time.perf_counter(), time.process_time()
+            for e in range(epochs):
+                t.train_epoch(1 + r * epochs + e)
+            _sync(dev)
+            wall[s].append((time.perf_counter() - w) / epochs)
+            cpu[s].append((time.process_time() - c) / epochs)
+    rows = []
+    for s, t in trainers.items():
+        t.profile = True
+        t.phase_seconds.clear()
+        t.train_epoch(1)
+        t.profile = False
+        row = {"sampler": s, "s_per_epoch": statistics.median(wall[s]), "cpu_s_per_epoch": statistics.median(cpu[s]),
+               "rounds": wall[s], "phases": dict(t.phase_seconds), "device": dev.type,
+               "flops": epoch_flops(t.cfg, len(data.train), data.n_users, data.n_items, dev.type)}
+        if dev.type == "cuda":
+            row |= launches_per_batch(t)
+        te = time.perf_counter()
+        t.evaluate("valid", "iid", "ood")
+        _sync(dev)
+        row["eval_s"] = time.perf_counter() - te
+        row["peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
+        rows.append(row)
+    return rows
 
 
-def run_bench(datasets=("food", "yelp2018"), epochs: int = 2, device: str = "auto",
-              threads: int | None = None) -> Iterator[str]:
+def bench_one(data, sampler: str, preset: str, epochs: int, device: str, threads: int | None = None) -> dict:
+    """One sampler on its own (bench_samplers with one sampler and one round)."""
+    return bench_samplers(data, (sampler,), preset, epochs, 1, device, threads)[0]
+
+
+def run_bench(datasets=("food", "yelp2018"), epochs: int = 1, device: str = "auto",
+              threads: int | None = None, repeats: int = 3, cuda_graph: bool = False) -> Iterator[str]:
     from .data import load_dataset
 
     dev = resolve_device(device)
@@ -86,27 +139,47 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 2, device: str = "aut
         if n > 0:
             torch.set_num_threads(n)
     gflops = matmul_gflops(dev)
-    yield f"device: {device_label(dev)}; measured fp32 matmul throughput {gflops:.1f} GFLOP/s"
-    yield f"time per epoch = mean over {epochs} epoch(s) after one warm-up epoch; evaluation = valid + IID + OOD full ranking"
+    peak, peak_name = gflops, "torch.matmul"
+    if dev.type == "cpu" and fastops.AVAILABLE:
+        fast = matmul_gflops(dev, fast=True)
+        yield (f"device: {device_label(dev)}; measured fp32 matmul throughput (2048 x 2048): torch.matmul (MKL) "
+               f"{gflops:.1f} GFLOP/s, oneDNN (the CPU fast paths' products) {fast:.1f} GFLOP/s")
+        if fast > gflops:
+            peak, peak_name = fast, "oneDNN"
+    else:
+        yield f"device: {device_label(dev)}; measured fp32 matmul throughput {gflops:.1f} GFLOP/s"
+    mode = ("the training step captured as a CUDA graph (cuda_graph)" if cuda_graph and dev.type == "cuda" else
+            "the static step run eagerly (cuda_graph on a CPU)" if cuda_graph else "eager training step")
+    yield (f"{mode}; time per epoch = median of {repeats} rounds of {epochs} epoch(s), the samplers' epochs "
+           f"interleaved in this process, after one warm-up epoch each; evaluation = valid + IID + OOD full ranking; "
+           f"share of peak = counted FLOP / time / the {peak_name} throughput")
     for name in datasets:
         data = load_dataset(name)
-        rows = [bench_one(data, s, "tuned", epochs, device, threads) for s in (UNIFORM, METHOD)]
-        base, method = rows
+        rows = bench_samplers(data, (UNIFORM, METHOD), "tuned", epochs, repeats, device, threads, cuda_graph)
+        rns, cns = rows
         yield ""
         yield f"== {name}: {data.n_users} users, {data.n_items} items, {len(data.train)} training interactions"
         for r in rows:
             total_flops = sum(r["flops"].values())
-            frac = total_flops / r["s_per_epoch"] / 1e9 / gflops
-            yield (f"{r['sampler']:8s} {r['s_per_epoch']:.3f} s/epoch, evaluation {r['eval_s']:.3f} s, "
+            frac = total_flops / r["s_per_epoch"] / 1e9 / peak
+            cpu_part = f" (CPU time {r['cpu_s_per_epoch']:.3f} s)" if dev.type == "cpu" else ""
+            yield (f"{r['sampler']:8s} {r['s_per_epoch']:.3f} s/epoch{cpu_part}, rounds "
+                   f"{', '.join(f'{x:.3f}' for x in r['rounds'])}; evaluation {r['eval_s']:.3f} s, "
                    f"peak memory {r['peak_mb']:.0f} MB, {total_flops / 1e9:.2f} GFLOP/epoch = "
-                   f"{frac * 100:.1f}% of measured matmul throughput")
-            phase_total = sum(r["phases"].values()) or 1.0
-            parts = ", ".join(f"{k} {v:.3f}s ({v / r['s_per_epoch'] * 100:.0f}%)"
+                   f"{frac * 100:.1f}% of the measured matmul peak")
+            phase_total = sum(r["phases"].values())
+            profiled = phase_total or 1.0
+            parts = ", ".join(f"{k} {v:.3f}s ({v / profiled * 100:.0f}%)"
                               for k, v in sorted(r["phases"].items(), key=lambda kv: -kv[1]))
-            yield f"         where the time goes: {parts}; other {max(r['s_per_epoch'] - phase_total, 0):.3f}s"
+            yield f"         where the time goes: {parts} (one profiled epoch)"
+            if "kernel launches" in r:
+                yield (f"         per batch: {r['kernel launches']:.1f} kernel launches, "
+                       f"{r['graph replays']:.2f} CUDA graph replays (torch.profiler, one epoch)")
             yield "         FLOP by part: " + ", ".join(f"{k} {v / 1e9:.2f}G" for k, v in r["flops"].items())
+        ratio = cns["s_per_epoch"] / rns["s_per_epoch"]
+        cpu_ratio = f" (CPU time: {cns['cpu_s_per_epoch'] / rns['cpu_s_per_epoch']:.2f}x)" if dev.type == "cpu" else ""
         yield (f"{sampler_class(METHOD).short_label()} / {sampler_class(UNIFORM).short_label()} time per epoch: "
-               f"{method['s_per_epoch'] / base['s_per_epoch']:.2f}x")
+               f"{ratio:.2f}x{cpu_ratio}")
 
 
 def scale_one(n_users: int, n_items: int, per_user: int, sampler: str, device: str = "cpu") -> dict:

@@ -142,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="speed benchmark")
     b.add_argument("--datasets", default="food,yelp2018")
-    b.add_argument("--epochs", type=int, default=2)
+    b.add_argument("--epochs", type=int, default=1, help="epochs per timed round")
+    b.add_argument("--repeats", type=int, default=3, help="timed rounds (the samplers' epochs interleaved); "
+                   "the median round is reported")
+    b.add_argument("--cuda-graph", action="store_true", help="the graphed training step (cuda_graph setting); "
+                   "on a CPU its static step runs eagerly")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--threads", type=int, default=None,
                    help="CPU training threads (the cpu_threads setting; 0 = torch's default); default: the setting's default, 1")

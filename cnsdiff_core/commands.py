@@ -342,7 +342,7 @@ def cmd_bench(args) -> int:
 
     lines = (run_scale(sizes=[int(x) for x in args.scale.split(",")]) if args.scale else
              run_bench(datasets=args.datasets.split(","), epochs=args.epochs, device=args.device,
-                       threads=args.threads))
+                       threads=args.threads, repeats=args.repeats, cuda_graph=args.cuda_graph))
     for line in lines:
         print(line, flush=True)
     return 0

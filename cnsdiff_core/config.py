@@ -62,6 +62,10 @@ class TrainConfig:
     cpu_threads: int = setting(1, "intra-op threads on CPU; 1 avoids OpenMP spin-waits when the cores are "
                                "shared (7x faster demo on a loaded 2-core machine, docs/RESULTS.md); 0 = "
                                "torch's default", group=BACKBONE, ge=0)
+    cuda_graph: bool = setting(False, "capture the whole training step (sampling, synthesis, losses, both "
+                               "backward passes and optimizers; static shapes, no host sync) once per batch "
+                               "shape as a CUDA graph and replay it; on a CPU the same static step runs "
+                               "eagerly, with the same numbers", group=BACKBONE)
 
     # --- evaluation and model selection -------------------------------------------------------
     eval_every: int = setting(1, "evaluate every this many epochs (and at the last one)", group=EVAL, ge=1)

@@ -11,6 +11,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import fastops
+
 KS = (10, 20)
 
 
@@ -53,7 +55,10 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], train: np.ndarray
              n_users: int, n_items: int, device: torch.device | str = "cpu", ks=KS,
              popularity: np.ndarray | None = None, batch_users: int = 1024,
              return_top: bool = False) -> EvalResult:
-    """Rank all items for every user with a test item; score_fn(users (C,)) -> (C, I) scores."""
+    """Rank all items for every user with a test item; score_fn(users (C,)) -> (C, I) scores.
+
+    Everything per chunk stays on the device (scores, masking, top-k, hits, the metric sums, in
+    float64 as Python's floats were): the host waits once, at the end."""
     device = torch.device(device)
     ks = tuple(sorted(ks))
     kmax = min(max(ks), n_items)
@@ -64,24 +69,31 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], train: np.ndarray
     pop_t = torch.as_tensor(pop, dtype=torch.float32, device=device)
     tail_t = torch.as_tensor(long_tail_items(pop), device=device)
     disc = 1.0 / torch.log2(torch.arange(kmax, device=device, dtype=torch.float32) + 2)  # (K,)
-    sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "hit", "rec_pop", "tail_share")}
+    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "precision", "hit", "rec_pop", "tail_share")]
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)
     per_recall, per_ndcg, tops = [], [], []
     # bound the (C, I) score and truth blocks to ~32M entries whatever the catalogue size
     batch_users = max(1, min(batch_users, 32_000_000 // max(n_items, 1)))
-    for start in range(0, len(test_users), batch_users):
-        users = test_users[start:start + batch_users]
+    # the (row, item) pairs to mask and to hit, for all evaluated users at once, moved to the
+    # device once; each chunk of users takes a contiguous slice of them
+    seen_at, seen_row, seen_item = _pairs_on(device, tr_ptr, tr_items, test_users, batch_users)
+    true_at, true_row, true_item = _pairs_on(device, te_ptr, te_items, test_users, batch_users)
+    users_t = torch.as_tensor(test_users, device=device)
+    for c, start in enumerate(range(0, len(test_users), batch_users)):
+        users = users_t[start:start + batch_users]
         C = len(users)
-        scores = score_fn(torch.as_tensor(users, device=device)).float()  # (C, I)
-        r, i = _rows(tr_ptr, tr_items, users)
-        scores[torch.as_tensor(r, device=device), torch.as_tensor(i, device=device)] = float("-inf")
+        scores = score_fn(users).float()  # (C, I)
+        a, b = seen_at[c], seen_at[c + 1]
+        scores[seen_row[a:b], seen_item[a:b]] = float("-inf")
         top = torch.topk(scores, kmax, dim=1).indices  # (C, K)
         if return_top:
-            tops.append(top.cpu().numpy())
-        r, i = _rows(te_ptr, te_items, users)
+            tops.append(top)
+        a, b = true_at[c], true_at[c + 1]
         truth = torch.zeros(C, n_items, dtype=torch.bool, device=device)
-        truth[torch.as_tensor(r, device=device), torch.as_tensor(i, device=device)] = True
+        truth[true_row[a:b], true_item[a:b]] = True
         n_true = truth.sum(1).float()  # (C,)
         hits = truth.gather(1, top).float()  # (C, K)
+        chunk = []
         for k in ks:
             h = hits[:, :k]
             nh = h.sum(1)
@@ -90,26 +102,32 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], train: np.ndarray
             ideal_len = n_true.clamp(max=k).long()
             idcg = torch.cumsum(disc[:k], 0)[ideal_len - 1]
             ndcg = dcg / idcg
-            sums[f"recall@{k}"] += float(recall.sum())
-            sums[f"ndcg@{k}"] += float(ndcg.sum())
-            sums[f"precision@{k}"] += float((nh / k).sum())
-            sums[f"hit@{k}"] += float((nh > 0).float().sum())
-            sums[f"rec_pop@{k}"] += float(pop_t[top[:, :k]].mean(1).sum())
-            sums[f"tail_share@{k}"] += float(tail_t[top[:, :k]].float().mean(1).sum())
+            chunk += [recall.sum(), ndcg.sum(), (nh / k).sum(), (nh > 0).float().sum(),
+                      pop_t[top[:, :k]].mean(1).sum(), tail_t[top[:, :k]].float().mean(1).sum()]
             if k == ks[-1]:
-                per_recall.append(recall.cpu().numpy())
-                per_ndcg.append(ndcg.cpu().numpy())
+                per_recall.append(recall)
+                per_ndcg.append(ndcg)
+        sums += torch.stack(chunk).double()
     n = max(len(test_users), 1)
-    metrics = {key: val / n for key, val in sums.items()}
+    metrics = {key: val / n for key, val in zip(names, sums.tolist())}
     metrics["users"] = float(len(test_users))
     kk = ks[-1]
-    per_user = {f"recall@{kk}": np.concatenate(per_recall) if per_recall else np.zeros(0),
-                f"ndcg@{kk}": np.concatenate(per_ndcg) if per_ndcg else np.zeros(0)}
-    return EvalResult(metrics, test_users, per_user, np.concatenate(tops) if tops else None)
+    per_user = {f"recall@{kk}": torch.cat(per_recall).cpu().numpy() if per_recall else np.zeros(0),
+                f"ndcg@{kk}": torch.cat(per_ndcg).cpu().numpy() if per_ndcg else np.zeros(0)}
+    return EvalResult(metrics, test_users, per_user, torch.cat(tops).cpu().numpy() if tops else None)
+
+
+def _pairs_on(device, indptr: np.ndarray, items: np.ndarray, users: np.ndarray, chunk: int):
+    """(offsets per chunk on the host, row within its chunk, item) of every pair of `users`."""
+    rows, its = _rows(indptr, items, users)
+    rows = rows % chunk  # users are taken in order, `chunk` at a time: the row within the chunk
+    ends = np.cumsum(indptr[users + 1] - indptr[users])
+    at = [0] + [int(ends[min(c + chunk, len(users)) - 1]) for c in range(0, len(users), chunk)]
+    return at, torch.as_tensor(rows, device=device), torch.as_tensor(its, device=device)
 
 
 def embedding_scorer(user_e: torch.Tensor, item_e: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda users: user_e[users] @ item_e.T
+    return lambda users: fastops.mm(user_e[users], item_e.T)  # on a CPU: oneDNN, the same scores
 
 
 def popularity_scorer(popularity: np.ndarray, device="cpu") -> Callable[[torch.Tensor], torch.Tensor]:

@@ -12,16 +12,18 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
+from . import fastops
 from .config import TrainConfig
 from .data.dataset import Dataset
 from .diagnostics import make_probe, probe_diagnostics
+from .graphstep import StaticSteps
 from .events import (BatchDone, BestSelected, Callback, Checkpoint, EpochDone, Event, Finished, Snapshot, Started,
                      TrainResult)
 from .metrics import EvalResult, embedding_scorer, evaluate
@@ -50,6 +52,11 @@ def device_label(device: torch.device, cpu_threads: int | None = None) -> str:
         return f"cuda ({torch.cuda.get_device_name(device)})"
     n = cpu_threads or torch.get_num_threads()
     return f"cpu ({n} thread{'s' if n != 1 else ''})"
+
+
+def graphed(cfg: TrainConfig, device: torch.device) -> bool:
+    """True when the training step is captured as a CUDA graph (cuda_graph on a GPU)."""
+    return bool(cfg.cuda_graph) and device.type == "cuda"
 
 
 def seed_everything(seed: int) -> None:
@@ -115,11 +122,14 @@ class Trainer:
         seed_everything(cfg.seed)
         if dev.type == "cpu" and cfg.cpu_threads > 0:
             torch.set_num_threads(cfg.cpu_threads)  # process-wide, as torch has it
+        if dev.type == "cpu":
+            fastops.keep_freed_memory()  # no page faults for each batch's tensors (process-wide)
         if len(data.train) == 0:
             raise TrainingError(f"dataset {data.name!r} has no training interactions; pick another dataset or split.")
         self.model = LightGCN(data.n_users, data.n_items, cfg.dim, cfg.layers).to(dev)
         self.model.set_graph(normalized_adjacency(data.train, data.n_users, data.n_items, dev))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        # a graphed step needs Adam's capturable form (its step counts on the device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, capturable=graphed(cfg, dev))
         self.popularity = data.item_popularity()
         self.test_mask = data.test_mask()
         self.pool = NegativePool(data.train, data.n_users, data.n_items, dev, self.popularity)
@@ -131,6 +141,7 @@ class Trainer:
         diag[cfg.sampler] = self.sampler
         self.diag_samplers = diag
         self.probe = make_probe(data, self.pool, cfg.probe_triples, dev, seed=cfg.seed + 777, env=env)
+        self.static_steps = StaticSteps(self) if cfg.cuda_graph else None
         self.start_epoch = 0
         self.best_state: dict | None = None
         self._t0 = time.perf_counter()  # what the ETA of batch events counts from
@@ -179,62 +190,84 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict:
         """One pass over the training interactions (0-based `epoch`). Returns the mean of each loss
-        part over the batches; with 'interrupted_batch' when should_stop() ended it early."""
+        part over the batches; with 'interrupted_batch' when should_stop() ended it early. With
+        cuda_graph each batch is one replay of the captured step (graphstep.StaticSteps)."""
         cfg, dev = self.cfg, self.device
         n = len(self.train_t)
         perm = torch.randperm(n, device=dev)
         n_batches = math.ceil(n / cfg.batch_size)
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         self.model.train()
+        self.sampler.set_epoch(epoch)
+        static = self.static_steps
+        if static is not None:
+            static.start_epoch()
         for b in range(n_batches):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            users, pos = self.train_t[idx, 0], self.train_t[idx, 1]
-            with self._phase("draw negatives"):
-                rand_neg = self.pool.draw(users, 1)[:, 0]
-            with self._phase("propagate"):
-                out = self.model.propagate(keep_layers=self.sampler.needs_layers)
-            user_all, items_all = out[0], out[1]
-            layers = out[2] if self.sampler.needs_layers else None
-            ctx = BatchContext(users, pos, rand_neg, user_all[users], items_all[pos], items_all, layers,
-                               self.data.n_users, epoch, self.pool, self.env_t[idx])
-            with self._phase("sample"):
-                nb = self.sampler.sample(ctx)
-            with self._phase("loss"):
-                s_pos = (ctx.user_e * ctx.pos_e).sum(-1)
-                s_neg = (ctx.user_e * nb.emb).sum(-1)
-                bpr = bpr_loss(s_pos, s_neg)
-                reg = cfg.l2 * self.model.l2_reg(users, pos, nb.reg_items)
-                loss = bpr + reg + (nb.extra_loss if nb.extra_loss is not None else 0.0)
-            with self._phase("backward + step"):
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                self.sampler.after_backward()
-            parts = {"loss": loss.detach(), "bpr": bpr.detach(), **nb.parts}  # 0-d tensors, no sync
-            with self._phase("denoiser update"):
-                upd = self.sampler.update(ctx)
-            parts.update({f"den_{k}": v for k, v in upd.items()})
-            for k, v in parts.items():
-                totals[k] = totals[k] + v if k in totals else v
+            if static is not None:
+                with self._phase("graphed step") if static.cuda else nullcontext():
+                    parts = static.run(idx, epoch)  # summed into static.totals() inside the step
+            else:
+                parts = self._batch(idx, epoch)
+                for k, v in parts.items():
+                    totals[k] = totals[k] + v if k in totals else v
             if b % 10 == 0 or b == n_batches - 1:
                 # one host sync every 10 batches: progress, and the check for a diverging loss
-                self._check_finite(parts, epoch, b, bpr)
+                self._check_finite(parts, epoch, b)
                 done = (epoch - self.start_epoch) + (b + 1) / n_batches
                 left = (cfg.epochs - epoch) - (b + 1) / n_batches
                 elapsed = time.perf_counter() - self._t0
                 self.emit(BatchDone(epoch, b + 1, n_batches, float(parts["loss"]), elapsed / max(done, 1e-9) * left))
             if self.should_stop():
-                self._check_finite(parts, epoch, b, bpr)
-                return {k: float(v) / (b + 1) for k, v in totals.items()} | {"interrupted_batch": b + 1}
-        return {k: float(v) / n_batches for k, v in totals.items()}
+                self._check_finite(parts, epoch, b)
+                sums = static.totals() if static is not None else totals
+                return {k: float(v) / (b + 1) for k, v in sums.items()} | {"interrupted_batch": b + 1}
+        sums = static.totals() if static is not None else totals
+        return {k: float(v) / n_batches for k, v in sums.items()}
 
-    def _check_finite(self, parts: dict, epoch: int, b: int, bpr: torch.Tensor) -> None:
+    def _batch(self, idx: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+        """One training step on the training pairs `idx`: negatives, propagation, the sampler, the
+        denoiser's own step, the losses, backward and the optimizer. No host synchronization (the
+        graphed step captures this very function); returns the loss parts as 0-d tensors."""
+        cfg = self.cfg
+        users, pos = self.train_t[idx, 0], self.train_t[idx, 1]
+        with self._phase("draw negatives"):
+            rand_neg = self.pool.draw(users, 1)[:, 0]
+        with self._phase("propagate"):
+            out = self.model.propagate(keep_layers=self.sampler.needs_layers)
+        user_all, items_all = out[0], out[1]
+        layers = out[2] if self.sampler.needs_layers else None
+        ctx = BatchContext(users, pos, rand_neg, user_all[users], items_all[pos], items_all, layers,
+                           self.data.n_users, epoch, self.pool, self.env_t[idx])
+        with self._phase("sample"):
+            nb = self.sampler.sample(ctx)
+        # the denoiser's own step reads only this batch's (detached) embeddings and draws its
+        # random numbers after the sampler's, so it can run here, while they are in cache: the
+        # same numbers as after the recommender's step
+        with self._phase("denoiser update"):
+            upd = self.sampler.update(ctx)
+        with self._phase("loss"):
+            s_pos = (ctx.user_e * ctx.pos_e).sum(-1)
+            s_neg = (ctx.user_e * nb.emb).sum(-1)
+            bpr = bpr_loss(s_pos, s_neg)
+            reg = cfg.l2 * self.model.l2_reg(users, pos, nb.reg_items)
+            loss = bpr + reg + (nb.extra_loss if nb.extra_loss is not None else 0.0)
+        with self._phase("backward + step"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.sampler.after_backward()
+        parts = {"loss": loss.detach(), "bpr": bpr.detach(), **nb.parts}  # 0-d tensors, no sync
+        parts.update({f"den_{k}": v for k, v in upd.items()})
+        return parts
+
+    def _check_finite(self, parts: dict, epoch: int, b: int) -> None:
         cfg = self.cfg
         loss = float(parts["loss"])
         if not math.isfinite(loss):
             raise TrainingError(
                 f"the training loss became {loss} at epoch {epoch + 1}, batch {b + 1} "
-                f"(BPR {float(bpr.detach()):.4g}); lower lr={cfg.lr} or check the noise schedule "
+                f"(BPR {float(parts['bpr']):.4g}); lower lr={cfg.lr} or check the noise schedule "
                 f"({cfg.schedule}, scale {cfg.noise_scale}).")
         bad = [k for k, v in parts.items() if k.startswith("den_") and not math.isfinite(float(v))]
         if bad:

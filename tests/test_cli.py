@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,14 +89,18 @@ def test_datasets_lists_counts():
 
 
 def test_bench_prints_speed_ratio_and_where_the_time_goes():
-    out = cli("bench", "--datasets", "sample", "--epochs", "1", "--device", "cpu", "--threads", "1").stdout
+    out = cli("bench", "--datasets", "sample", "--epochs", "1", "--repeats", "2", "--device", "cpu",
+              "--threads", "1").stdout
     assert "measured fp32 matmul throughput" in out and "cpu (1 thread)" in out
+    assert "median of 2 rounds" in out and "interleaved" in out
     for sampler in ("rns", "cnsdiff"):
         line = next(l for l in out.splitlines() if l.startswith(sampler))
-        assert "s/epoch" in line and "GFLOP/epoch" in line and "% of measured matmul throughput" in line
+        assert "s/epoch (CPU time" in line and "GFLOP/epoch" in line and "% of the measured matmul peak" in line
+        rounds = [float(x) for x in line.split("rounds ")[1].split(";")[0].split(", ")]
+        assert len(rounds) == 2 and float(line.split()[1]) == pytest.approx(sum(rounds) / 2, abs=1e-3)
     assert "where the time goes: " in out and "synthesis" in out
     ratio = float(out.split("CNSDiff / RNS time per epoch:")[1].split("x")[0])
-    assert ratio > 0
+    assert ratio > 0 and "(CPU time: " in out
 
 
 def test_epoch_flops_counts_each_synthesis_chain_for_its_own_length_on_cpu():

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .. import fastops
+
 if TYPE_CHECKING:
     from .schedule import ScheduleTensors
 
@@ -57,22 +59,25 @@ class Denoiser(nn.Module):
         # the bernoulli_ draw F.dropout makes (a third of the denoiser's update time)
         return h * (torch.rand_like(h) >= p).to(h.dtype) * (1.0 / (1.0 - p))
 
-    def forward(self, zt: torch.Tensor, t: torch.Tensor, user: torch.Tensor | None = None) -> torch.Tensor:
-        # zt: (B, d); t: (B,) long; user: (B, d) or None.
+    def forward(self, zt: torch.Tensor, t: torch.Tensor, user: torch.Tensor | None = None,
+                t_max: int | None = None) -> torch.Tensor:
+        # zt: (B, d); t: (B,) long; user: (B, d) or None; t_max: an upper bound of t (callers that
+        # know it pass it: no host sync to find it).
         # Same maths as Linear(cat[h, W_t emb(t), u]) but the time part is computed once per step
         # value (a (t_max+1, hidden) table) instead of once per row: no (B, d+64) concatenation.
         h = self._dropout(F.normalize(zt, dim=-1))
         d = zt.shape[-1]
         W = self.hidden.weight  # (H, d + time_dim [+ d])
-        t_max = int(t.max()) if t.numel() else 0
+        if t_max is None:
+            t_max = int(t.max()) if t.numel() else 0
         steps = torch.arange(t_max + 1, device=zt.device)
         time_table = self.time_proj(timestep_embedding(steps, self.time_dim)) @ W[:, d:d + self.time_dim].T
-        pre = F.linear(h, W[:, :d], self.hidden.bias) + time_table[t]  # (B, H)
+        pre = fastops.linear(h, W[:, :d], self.hidden.bias) + time_table[t]  # (B, H)
         if self.condition_on_user:
             if user is None:
                 raise ValueError("this denoiser is conditioned on the user; pass the user embedding.")
             pre = pre + F.linear(F.normalize(user, dim=-1), W[:, d + self.time_dim:])
-        return self.out(torch.tanh(pre))
+        return fastops.linear(torch.tanh(pre), self.out.weight, self.out.bias)
 
     @torch.no_grad()
     def folded(self, sched: ScheduleTensors, t_max: int, user: torch.Tensor | None = None) -> "FoldedStep":
@@ -98,24 +103,30 @@ class Denoiser(nn.Module):
                 raise ValueError("this denoiser is conditioned on the user; pass the user embedding.")
             u_term = 2 * F.linear(F.normalize(user, dim=-1), W[:, d + td:])  # (B, H), the same at every step
         return FoldedStep(table, 2 * W[:, :d].T, 2 * w_o, b_o, u_term, sched.coef1.tolist(), sched.coef2.tolist(),
-                          torch.exp(0.5 * sched.post_log_var).tolist())
+                          torch.exp(0.5 * sched.post_log_var).tolist(), t_max)
 
 
 class FoldedStep:
     """`Denoiser.folded`: call it with z_t (B, d) and a step t to get z_{t-1} (a new tensor)."""
 
-    def __init__(self, table, w_h, w_o, b_o, u_term, c1: list[float], c2: list[float], std: list[float]) -> None:
+    def __init__(self, table, w_h, w_o, b_o, u_term, c1: list[float], c2: list[float], std: list[float],
+                 t_max: int | None = None) -> None:
         self.table, self.w_h, self.w_o, self.b_o, self.u_term = table, w_h, w_o, b_o, u_term
         self.c1, self.c2, self.std = c1, c2, std
+        # the output matmul's c1[t] * w_o, once per step value: fastops.addmm is then bit for bit
+        # torch.addmm (which scales that operand by alpha), on oneDNN
+        t_max = len(c1) - 1 if t_max is None else t_max
+        self.w_o_scaled = {t: (w_o * c1[t]).T for t in range(1, t_max + 1)}
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: int, noise: torch.Tensor | None = None) -> torch.Tensor:
         """noise: standard normal (B, d), added times sigma_t where t > 1 (posterior sampling)."""
         inv_norm = x.norm(dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
-        pre = torch.mm(x, self.w_h).mul_(inv_norm).add_(self.table[t])
+        pre = fastops.mm(x, self.w_h).mul_(inv_norm).add_(self.table[t])
         if self.u_term is not None:
             pre.add_(self.u_term)
-        x = torch.addmm(x, pre.sigmoid_(), self.w_o, beta=self.c2[t], alpha=self.c1[t]).add_(self.b_o, alpha=self.c1[t])
+        x = fastops.addmm(x, pre.sigmoid_(), self.w_o, beta=self.c2[t], alpha=self.c1[t],
+                          b_scaled_t=self.w_o_scaled.get(t)).add_(self.b_o, alpha=self.c1[t])
         if noise is not None and t > 1:
             x.add_(noise, alpha=self.std[t])
         return x

@@ -74,8 +74,10 @@ def synthesize_candidates(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.
 
 def _batched_candidates(denoiser, sched, z0, steps, stops, noise, user, reverse_from_T, posterior_noise, generator):
     S, B, d = len(steps), z0.shape[0], z0.shape[1]
-    s_row = torch.as_tensor(steps, device=z0.device).repeat_interleave(B)  # (S*B,)
-    r_row = torch.as_tensor(stops, device=z0.device).repeat_interleave(B)
+    # built with fills on the device (no host-to-device copy: capturable in a CUDA graph)
+    s_row = torch.cat([torch.full((B,), s, dtype=torch.long, device=z0.device) for s in steps])  # (S*B,)
+    r_row = torch.cat([torch.full((B,), r, dtype=torch.long, device=z0.device) for r in stops])
+    t_max = sched.steps if reverse_from_T else max(steps)  # bound of the steps fed: no sync to find it
     x = sched.add_noise(z0.repeat(S, 1), s_row, noise.reshape(S * B, d))  # (S*B, d)
     u = None if user is None else user.repeat(S, 1)
     if reverse_from_T:  # the reference code's chain: T..1 whatever s was (METHOD.md item 2)
@@ -86,7 +88,7 @@ def _batched_candidates(denoiser, sched, z0, steps, stops, noise, user, reverse_
         schedule_t = [(s_row - k).clamp(min=1) for k in range(n_iter)]
         active = [(s_row - k) > r_row for k in range(n_iter)]
     for t, act in zip(schedule_t, active):
-        z0_hat = denoiser(x, t, u)
+        z0_hat = denoiser(x, t, u, t_max=t_max)
         eps = (torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                if posterior_noise else None)
         x_prev = sched.step(z0_hat, t, x, eps)
@@ -98,8 +100,10 @@ def _folded_candidates(denoiser, sched, z0, steps, stops, noise, user, reverse_f
     t_max = sched.steps if reverse_from_T else max(steps)
     step = denoiser.folded(sched, t_max, user)
     out = torch.empty((z0.shape[0], len(steps), z0.shape[1]), dtype=z0.dtype)
+    sqrt_abar, sqrt_one_minus = sched.sqrt_abar.tolist(), sched.sqrt_one_minus_abar.tolist()
     for k, (s, r) in enumerate(zip(steps, stops)):
-        x = sched.add_noise(z0, s, noise[k])
+        # add_noise(z0, s, noise[k]) with the two coefficients as scalars: the same float32 products
+        x = (z0 * sqrt_abar[s]).add_(noise[k] * sqrt_one_minus[s])
         for t in sched.timesteps(s, r, reverse_from_T):
             eps = torch.randn(x.shape, generator=generator, dtype=x.dtype) if posterior_noise and t > 1 else None
             x = step(x, t, eps)

@@ -22,7 +22,9 @@ class DenoiserTrainer:
         self.weights = torch.as_tensor(self.schedule.loss_weights(cfg.normalize_snr_weights, cfg.loss_weighting),
                                        dtype=torch.float32, device=device)
         self.denoiser = Denoiser.from_config(cfg).to(device)
-        self.optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=lr or cfg.denoiser_lr)
+        # a graphed training step (cuda_graph on a GPU) needs Adam's capturable form
+        capturable = bool(getattr(cfg, "cuda_graph", False)) and torch.device(device).type == "cuda"
+        self.optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=lr or cfg.denoiser_lr, capturable=capturable)
 
     def loss(self, z0: torch.Tensor, env: torch.Tensor | None = None, user: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -57,7 +59,7 @@ def denoiser_loss(denoiser: Denoiser, sched: ScheduleTensors, z0: torch.Tensor, 
     t = torch.randint(1, sched.steps + 1, (B,), device=z0.device, generator=generator)
     eps = torch.randn(z0.shape, device=z0.device, generator=generator)
     zt = sched.add_noise(z0, t, eps)
-    z0_hat = denoiser(zt, t, user)
+    z0_hat = denoiser(zt, t, user, t_max=sched.steps)  # a fixed table size: no sync
     mse = ((z0 - z0_hat) ** 2).mean(-1)  # (B,)
     loss = (weights[t] * mse).mean()
     parts = {"denoise": loss.detach()}  # 0-d tensors: callers sync when they need a number

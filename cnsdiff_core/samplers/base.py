@@ -18,7 +18,15 @@ from ..settings import Config
 
 class NegativePool:
     """Draws items a user has not trained on, fully on tensors (rejection without Python loops
-    over samples). Membership is a binary search over sorted keys user * I + item."""
+    over samples). Membership is a binary search over sorted keys user * I + item.
+
+    `static = True` (the graphed training step, or its CPU fallback) draws without any host
+    synchronization: the same three redraw rounds, then, for a pair that still collides (a dense
+    user; rare), the (drawn item mod F_u)-th of the F_u items the user has not trained on instead of
+    further random rounds. Where no pair collides after three rounds both modes return the same
+    items from the same random numbers."""
+
+    static = False
 
     def __init__(self, train: np.ndarray, n_users: int, n_items: int, device: torch.device,
                  popularity: np.ndarray | None = None) -> None:
@@ -30,6 +38,7 @@ class NegativePool:
         # Users who trained on every item cannot get a negative; they are rare and get any item.
         deg = np.bincount(train[:, 0], minlength=n_users)
         self.saturated = torch.as_tensor(deg >= n_items, device=device)
+        self._ranks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # static draws: built on first use
 
     def is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         k = users.long() * self.n_items + items.long()
@@ -44,11 +53,12 @@ class NegativePool:
         return self._probs[power]
 
     def draw(self, users: torch.Tensor, m: int = 1, power: float | None = None, max_rounds: int = 50,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, static: bool | None = None) -> torch.Tensor:
         """(B, m) items not in each user's training set: uniform, or with probability proportional
         to popularity ** power when `power` is given.
 
-        generator: a torch.Generator on the pool's device, to draw without touching the global RNG."""
+        generator: a torch.Generator on the pool's device, to draw without touching the global RNG.
+        static: draw without a host synchronization (default: the pool's `static`)."""
         B = users.shape[0]
         uu = users.view(B, 1).expand(B, m)
         items = self._raw(B * m, power, generator).view(B, m)
@@ -56,6 +66,9 @@ class NegativePool:
         for _ in range(3):
             bad = self.is_positive(uu, items) & ~self.saturated[uu]
             items = torch.where(bad, self._raw(B * m, power, generator).view(B, m), items)
+        if self.static if static is None else static:
+            bad = self.is_positive(uu, items) & ~self.saturated[uu]
+            return torch.where(bad, self._unseen(uu, items), items)
         # ... then exact rejection for whatever still collides (dense users)
         for _ in range(max_rounds):
             bad = self.is_positive(uu, items) & ~self.saturated[uu]
@@ -64,6 +77,25 @@ class NegativePool:
                 break
             items[bad] = self._raw(n_bad, power, generator)
         return items
+
+    def _unseen(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """For each pair, the (item mod F_u)-th item user u has not trained on (F_u of them)."""
+        shifted, start, free = self._rank_index()
+        r = items % free[users].clamp(min=1)
+        return r + torch.searchsorted(shifted, users * self.n_items + r, right=True) - start[users]
+
+    def _rank_index(self):
+        # the r-th item user u has not trained on is r + #{k : p_k - k <= r} over its sorted
+        # positives p_0 < p_1 < ...; u * I + p_k - k is nondecreasing over all keys, so one
+        # searchsorted finds that count for every pair at once. Built on first use (a graphed
+        # step's warm-up), from the keys already on the device.
+        if self._ranks is None:
+            keys = self.keys
+            start = torch.searchsorted(keys, torch.arange(self.n_users + 1, device=keys.device) * self.n_items)
+            counts = start[1:] - start[:-1]
+            local = torch.arange(len(keys), device=keys.device) - torch.repeat_interleave(start[:-1], counts)
+            self._ranks = (keys - local, start[:-1], self.n_items - counts)
+        return self._ranks
 
     def _raw(self, n: int, power: float | None, generator: torch.Generator | None = None) -> torch.Tensor:
         if power is not None:
@@ -147,6 +179,9 @@ class Sampler:
 
     def update(self, ctx: BatchContext) -> dict[str, float]:
         return {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each epoch's batches (outside any graphed step)."""
 
     def after_backward(self) -> None:
         """Called after the recommender's backward pass (joint denoiser training steps here)."""

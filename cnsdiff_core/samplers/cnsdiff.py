@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import fastops
 from ..diffusion import DenoiserTrainer, synthesize_candidates
 from ..settings import CAUSAL, LOSS_WEIGHTINGS, SCHEDULES, Config
 from .base import BatchContext, NegativeBatch, Sampler, score_candidates
-
 
 
 class CNSDiffSampler(Sampler):
@@ -27,6 +27,7 @@ class CNSDiffSampler(Sampler):
     synthesizes = True
     has_denoiser = True
     probe_alongside = False  # its candidates need the run's trained denoiser
+    folded: bool | None = None  # synthesis path (synthesize_candidates): None = folded on a CPU
 
     def __init__(self, cfg: Config, device: torch.device) -> None:
         super().__init__(cfg, device)
@@ -43,7 +44,7 @@ class CNSDiffSampler(Sampler):
         noise = torch.randn((len(self.steps),) + tuple(pos_e.shape), device=pos_e.device)
         user = user_e if cfg.condition_on_user else None
         return synthesize_candidates(self.denoiser, self.sched, pos_e, self.steps, self.stops, noise,
-                                     user, cfg.reverse_from_T, cfg.posterior_noise)
+                                     user, cfg.reverse_from_T, cfg.posterior_noise, folded=self.folded)
 
     def ramp(self, epoch: int) -> float:
         """Where the mixing ramp stands at a 0-based epoch: 0 at epoch 0, 1 from epoch
@@ -53,15 +54,30 @@ class CNSDiffSampler(Sampler):
         span = cfg.mix_ramp_epochs if cfg.mix_ramp_epochs > 0 else max(cfg.epochs - 1, 1)
         return min(max(epoch / span, 0.0), 1.0)
 
-    def mix_weights(self, n: int, epoch: int, device) -> torch.Tensor:
-        """lambda ~ Beta(a, b), (a, b) moving linearly from (a0, b0) at epoch 0 to (a1, b1) at epoch
-        mix_ramp_epochs, then staying there."""
+    def mix_params(self, epoch: int) -> tuple[float, float]:
+        """(a, b) of the mixing weight's Beta distribution at a 0-based epoch."""
         cfg = self.cfg
         progress = self.ramp(epoch)
-        a = cfg.mix_a0 + (cfg.mix_a1 - cfg.mix_a0) * progress
-        b = cfg.mix_b0 + (cfg.mix_b1 - cfg.mix_b0) * progress
-        beta = torch.distributions.Beta(torch.tensor(float(a), device=device), torch.tensor(float(b), device=device))
-        return beta.sample((n,)).clamp(min=cfg.min_mix)
+        return (cfg.mix_a0 + (cfg.mix_a1 - cfg.mix_a0) * progress, cfg.mix_b0 + (cfg.mix_b1 - cfg.mix_b0) * progress)
+
+    def mix_weights(self, n: int, epoch: int, device, conc: torch.Tensor | None = None) -> torch.Tensor:
+        """lambda ~ Beta(a, b), (a, b) moving linearly from (a0, b0) at epoch 0 to (a1, b1) at epoch
+        mix_ramp_epochs, then staying there. conc: (a, b) already on the device (set_epoch)."""
+        if conc is None:
+            conc = torch.tensor([float(v) for v in self.mix_params(epoch)], device=device)
+        # what torch.distributions.Beta(a, b).sample((n,)) computes (the first coordinate of a
+        # Dirichlet(a, b) draw, the same random numbers), without building the distribution objects
+        return torch._sample_dirichlet(conc.expand(n, 2))[:, 0].clamp(min=self.cfg.min_mix)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch's (a, b) into a device buffer that sample() reads: no host-to-device copy inside
+        a (graphed) training step."""
+        values = torch.tensor([float(v) for v in self.mix_params(epoch)])
+        if getattr(self, "_mix_conc", None) is None:
+            self._mix_conc = values.to(self.device)
+        else:
+            self._mix_conc.copy_(values)
+        self._mix_epoch = epoch
 
     def sample(self, ctx: BatchContext) -> NegativeBatch:
         cfg = self.cfg
@@ -70,7 +86,8 @@ class CNSDiffSampler(Sampler):
         chosen = pick_hardest(cands, pos_d, user_d, cfg.min_distance)  # (B,)
         h = cands[torch.arange(len(chosen), device=cands.device), chosen]  # (B, d), no grad
         rand_e = ctx.items_e[ctx.rand_neg]  # (B, d), with grad
-        lam = self.mix_weights(len(chosen), ctx.epoch, h.device).unsqueeze(-1)  # (B, 1)
+        conc = self._mix_conc if getattr(self, "_mix_epoch", None) == ctx.epoch else None
+        lam = self.mix_weights(len(chosen), ctx.epoch, h.device, conc).unsqueeze(-1)  # (B, 1)
         neg = lam * h + (1 - lam) * rand_e
         extra, parts = None, {}
         if cfg.cl_weight > 0:
@@ -173,9 +190,41 @@ def contrastive_loss(anchor: torch.Tensor, negatives: torch.Tensor, temperature:
     pos = F.normalize(anchor + 0.01 * torch.randn_like(anchor), dim=-1)
     pos_logit = (a * pos).sum(-1) / temperature  # (B,)
     # 1/tau goes on the N negatives before the product instead of on the (B, N) logits
-    neg_logits = a @ (F.normalize(negatives, dim=-1) / temperature).T  # (B, N), each in [-1/tau, 1/tau]
+    n = F.normalize(negatives, dim=-1) / temperature
     if 1 / temperature < 80:  # exp cannot overflow float32: no max to subtract (the (B, N) passes it costs)
-        lse = neg_logits.exp().sum(1).log()
+        if fastops.enabled() and a.device.type == "cpu":
+            lse_mean = _MeanLogSumExp.apply(a, n)  # the same numbers, two (B, N) blocks fewer
+        else:
+            lse_mean = fastops.linear(a, n).exp().sum(1).log().mean()  # (B, N) logits = a n^T, in [-1/tau, 1/tau]
     else:
-        lse = torch.logsumexp(neg_logits, dim=1)
-    return -pos_logit.mean() + lse.mean()
+        lse_mean = torch.logsumexp(fastops.linear(a, n), dim=1).mean()
+    return -pos_logit.mean() + lse_mean
+
+
+class _MeanLogSumExp(torch.autograd.Function):
+    """mean_i log sum_j exp(a_i . n_j) on a CPU, for logits that cannot overflow.
+
+    Forward: the plain expression's operations (one product, on oneDNN; exp; row sums; log; mean),
+    the exponentials computed in place. Backward: what autograd computes through that expression,
+    operation for operation (softmax weights E_ij * (g / B) / s_i, then g_a = P n and g_n = P^T a
+    on MKL, as autograd's matmul backward takes them), written over the saved exponentials: no
+    new (B, N) block. tests/test_fastops.py compares it with autograd."""
+
+    @staticmethod
+    def forward(ctx, a, n):
+        e = fastops.linear(a.detach(), n.detach()).exp_()  # (B, N)
+        s = e.sum(1)
+        ctx.save_for_backward(a, n, e, s)
+        ctx.used = False
+        return s.log().mean()
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.used:
+            raise RuntimeError("the contrastive term's backward overwrites its saved block; it runs once per forward")
+        ctx.used = True
+        a, n, e, s = ctx.saved_tensors
+        p = e.mul_((g.expand(len(s)) / len(s) / s).unsqueeze(1))  # dL/dlogits, (B, N)
+        ga = p.mm(n) if ctx.needs_input_grad[0] else None  # (B, d)
+        gn = p.t().mm(a) if ctx.needs_input_grad[1] else None  # (N, d)
+        return ga, gn
