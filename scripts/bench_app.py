@@ -53,9 +53,10 @@ def train_demo(root: Path, epochs: int) -> str:
     from cnsdiff_core.config import preset_config
     from cnsdiff_core.recorder import train_and_store
     from cnsdiff_core.runs import RunStore
+    from cnsdiff_core.samplers import METHOD
 
     t = time.perf_counter()
-    cfg = preset_config("demo", dataset="sample", sampler="cnsdiff", epochs=epochs, device="cpu")
+    cfg = preset_config("demo", dataset="sample", sampler=METHOD, epochs=epochs, device="cpu")
     run_id, _ = train_and_store(cfg, RunStore(root))
     print(f"# trained demo run {run_id} (sample world, {epochs} epochs) in {time.perf_counter() - t:.0f} s",
           file=sys.stderr)
