@@ -3,7 +3,7 @@ run) in the sidebar and the URL. Start with `streamlit run app.py` (add `-- --re
 CNSDIFF_READ_ONLY=1 for a workshop)."""
 import streamlit as st
 
-from ui import cache, data, pages, state, tasks
+from ui import cache, data, pages, profile, state, tasks
 
 st.set_page_config(page_title="CNSDiff explorer", page_icon="🧭", layout="wide")
 
@@ -45,4 +45,5 @@ def sidebar() -> None:
 page = st.navigation(pages.navigation(state.read_only()))
 sidebar()
 state.read_only_banner()
-page.run()
+with profile.page_timer(page.title):
+    page.run()

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from cnsdiff_core import explore as ex
-from ui import context, data, figures, maps, routing, state, theme
+from ui import cache, context, data, figures, maps, profile, routing, state, theme
 
 routing.require_frame()
 
@@ -57,6 +57,10 @@ method = maps.map_method_picker(job, "den_method", "den_umap")
 traj = context.trajectories(ctx, user, pos, seed, exclude)
 n_frames = traj.n_frames
 
+items = maps.items_table(ctx, method)
+xy = maps.placed_states(ctx, traj, method, (user, pos, seed, exclude))
+spec = maps.trajectory_spec(ctx, traj, method, (user, pos, seed, exclude), zoom, items, xy, pos)
+
 # --- frame control (URL `step`); the Plotly slider and Play run on the client -----------------------
 state.url_state("den_step", "step", list(range(n_frames)), n_frames - 1, parse=int)  # default: the candidates
 
@@ -65,44 +69,47 @@ def _move(delta: int) -> None:
     st.session_state["den_step"] = min(max(int(st.session_state["den_step"]) + delta, 0), n_frames - 1)
 
 
-c_prev, c_slider, c_next = st.columns([1, 10, 1], vertical_alignment="bottom")
-c_prev.button("◀", key="den_prev", on_click=_move, args=(-1,), help="One frame back")
-frame = c_slider.slider("Frame (shared by all steps s; each chain stops at its last state)", 0,
-                        n_frames - 1, key="den_step")
-state.qp_set("step", frame)
-c_next.button("▶", key="den_next", on_click=_move, args=(1,), help="One frame forward")
+@st.fragment
+def frame_view() -> None:
+    """Frame controls, the map at that frame and its numbers: a step reruns only this fragment
+    (the trajectories and the figure spec with every frame are cached)."""
+    with profile.section("denoising frame view"):
+        c_prev, c_slider, c_next = st.columns([1, 10, 1], vertical_alignment="bottom")
+        c_prev.button("◀", key="den_prev", on_click=_move, args=(-1,), help="One frame back")
+        frame = c_slider.slider("Frame (shared by all steps s; each chain stops at its last state)", 0,
+                                n_frames - 1, key="den_step")
+        state.qp_set("step", frame)
+        c_next.button("▶", key="den_next", on_click=_move, args=(1,), help="One frame forward")
+        st.plotly_chart(figures.trajectory_figure(spec, frame), key="den_chart", config={"displaylogo": False})
+        st.caption("▶ Play and the slider under the map animate it in your browser; the numbers below follow "
+                   "the Frame slider above it (◀ ▶ step one frame).")
 
-items = maps.items_table(ctx, method)
-xy = maps.placed_states(ctx, traj, method, (user, pos, seed, exclude))
-fig = figures.trajectory_figure(items, traj, xy, items.loc[pos, ["x", "y"]].to_numpy(float), frame, zoom_items=zoom)
-st.plotly_chart(fig, key="den_chart", config={"displaylogo": False})
-st.caption("▶ Play and the slider under the map animate it in your browser; the numbers below follow "
-           "the Frame slider above it (◀ ▶ step one frame).")
+        st.subheader(f"Frame {frame}")
+        now = traj.frame(frame)
+        show = now[["s", "label", "score", "hardness", "cos_to_pos", "norm", "norm_ratio", "nn_dist",
+                    "resolved_item", "resolved_own_positive", "resolved_heldout"]].copy()
+        show["resolved_item"] = labels[show["resolved_item"].to_numpy()]
+        st.dataframe(show.rename(columns={"label": "state", "hardness": "score − s(u,pos)",
+                                          "nn_dist": "dist to nearest item / ‖pos‖", "resolved_item": "resolves to",
+                                          "resolved_own_positive": "is the positive (collapse)",
+                                          "resolved_heldout": "held-out positive (FHN)"}),
+                     hide_index=True, key="den_frame_table")
 
-# --- the numbers at this frame --------------------------------------------------------------------------
-st.subheader(f"Frame {frame}")
-now = traj.frame(frame)
-show = now[["s", "label", "score", "hardness", "cos_to_pos", "norm", "norm_ratio", "nn_dist",
-            "resolved_item", "resolved_own_positive", "resolved_heldout"]].copy()
-show["resolved_item"] = labels[show["resolved_item"].to_numpy()]
-st.dataframe(show.rename(columns={"label": "state", "hardness": "score − s(u,pos)",
-                                  "nn_dist": "dist to nearest item / ‖pos‖", "resolved_item": "resolves to",
-                                  "resolved_own_positive": "is the positive (collapse)",
-                                  "resolved_heldout": "held-out positive (FHN)"}),
-             hide_index=True, key="den_frame_table")
+        s_pick = st.radio("Step s for the formula and neighbours", traj.steps, key="den_s", horizontal=True,
+                          format_func=lambda s: f"s = {s}")
+        row = traj.at(s_pick, frame)
+        st.latex(ex.update_formula(row, s_pick))
+        if row["phase"] == "reverse":
+            st.caption(f"c₁ = β_t·√ᾱ_(t−1)/(1−ᾱ_t), c₂ = (1−ᾱ_(t−1))·√(1−β_t)/(1−ᾱ_t) at t = {int(row['t_in'])}; "
+                       f"ẑ₀ = f_θ(z_t, t) has cosine {row['z0hat_cos_to_pos']:.3f} to the positive.")
+        nb = traj.neighbours_at(s_pick, frame)
+        nb_show = pd.DataFrame({"rank": nb["rank"], "item": labels[nb["item"].to_numpy()], "cosine": nb["cos"],
+                                "training positive": nb["is_train"], "held-out positive (would-be FHN)": nb["is_heldout"]})
+        st.markdown(f"**5 nearest real items** of s = {s_pick}, {row['label']}")
+        st.dataframe(nb_show, hide_index=True, key="den_neighbours")
 
-s_pick = st.radio("Step s for the formula and neighbours", traj.steps, key="den_s", horizontal=True,
-                  format_func=lambda s: f"s = {s}")
-row = traj.at(s_pick, frame)
-st.latex(ex.update_formula(row, s_pick))
-if row["phase"] == "reverse":
-    st.caption(f"c₁ = β_t·√ᾱ_(t−1)/(1−ᾱ_t), c₂ = (1−ᾱ_(t−1))·√(1−β_t)/(1−ᾱ_t) at t = {int(row['t_in'])}; "
-               f"ẑ₀ = f_θ(z_t, t) has cosine {row['z0hat_cos_to_pos']:.3f} to the positive.")
-nb = traj.neighbours_at(s_pick, frame)
-nb_show = pd.DataFrame({"rank": nb["rank"], "item": labels[nb["item"].to_numpy()], "cosine": nb["cos"],
-                        "training positive": nb["is_train"], "held-out positive (would-be FHN)": nb["is_heldout"]})
-st.markdown(f"**5 nearest real items** of s = {s_pick}, {row['label']}")
-st.dataframe(nb_show, hide_index=True, key="den_neighbours")
+
+frame_view()
 
 # --- over the whole chain -----------------------------------------------------------------------------
 cos = traj.candidate_cosines()
@@ -115,14 +122,8 @@ if len(off):
     else:
         st.caption(msg + "Different steps give different candidates: the timestep controls hardness.")
 with st.expander("Score, cosine and norm along each chain"):
-    import plotly.express as px
-
-    long = traj.table.melt(id_vars=["s", "frame", "label"], value_vars=["hardness", "cos_to_pos", "norm"])
-    long["s"] = "s=" + long["s"].astype(str)
-    chart = px.line(long, x="frame", y="value", color="s", facet_row="variable", markers=True,
-                    hover_data=["label"], color_discrete_map={f"s={k}": v for k, v in theme.step_colors(traj.steps).items()})
-    chart.update_yaxes(matches=None)
-    chart.update_layout(height=560)
+    chart = cache.built("den_lines", (cache.run_key(run_id), user, pos, seed, exclude),
+                        lambda: figures.chain_lines_figure(traj, theme.step_colors(traj.steps)))
     st.plotly_chart(chart, key="den_lines")
     st.download_button("Download trajectory (CSV)", data.csv_bytes(traj.table.assign(map_x=xy[:, 0], map_y=xy[:, 1])),
                        file_name=f"trajectory_{run_id}_{uid}_{iid}.csv", mime="text/csv", key="den_download")

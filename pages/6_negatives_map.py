@@ -52,28 +52,37 @@ uid = c_user.selectbox("User (type to search by id)", options, key="map_user",
                        format_func=lambda u: "all probe users" if u == "all"
                        else f"{u}{'' if u in probe_ids else '  (no probe negatives)'}")
 state.qp_set("user", uid)
-layer_names = list(dict.fromkeys(placed["layer"])) if len(placed) else []
+layer_names = list(pd.unique(placed["layer"])) if len(placed) else []
 steps = sorted({ex.sampler_key(k)[1] for k in layer_names if ex.sampler_key(k)[1] >= 0})
 chosen = c_layers.multiselect("Negatives to show", layer_names, default=layer_names, key="map_layers")
 
-neg = placed[placed["layer"].isin(chosen)]
-parts = []
-if uid != "all":
-    user = int(np.flatnonzero(user_labels == uid)[0])
-    neg = neg[neg["user"] == user]
-    parts.append(ex.positives_frame(dataset, items[["x", "y"]].to_numpy(), user))
-overlay = pd.concat(parts + [neg], ignore_index=True)
-for col in ("hardness", "score", "nn_dist", "fhn_true"):
-    if col not in overlay:
-        overlay[col] = np.nan
-overlay["nn_dist"] = overlay["nn_dist"].fillna(0.0)
-overlay["item_label"] = labels[overlay["item"].to_numpy(int)]
-overlay["hover"] = (overlay["layer"] + " · " + overlay["item_label"]
-                    + np.where(overlay["hardness"].notna(), " · hardness " + overlay["hardness"].round(3).astype(str), "")
-                    + np.where(overlay["layer"].isin(ex.SYNTHESIZING) | overlay["layer"].str.contains("@"),
-                               " · dist to nearest item/‖pos‖ " + overlay["nn_dist"].round(3).astype(str), ""))
 
-fig, registry = figures.map_figure(items, overlay, color_by, size_nn, steps)
+def build_view():
+    """The overlay (this user's positives and the chosen negatives), the map figure and its
+    selection registry: built once per (run key, map, user, layers, colour, size) for everyone."""
+    neg = placed[placed["layer"].isin(chosen)]
+    parts = []
+    if uid != "all":
+        user = int(np.flatnonzero(user_labels == uid)[0])
+        neg = neg[neg["user"] == user]
+        parts.append(ex.positives_frame(dataset, items[["x", "y"]].to_numpy(), user))
+    overlay = pd.concat(parts + [neg], ignore_index=True)
+    for col in ("hardness", "score", "nn_dist", "fhn_true"):
+        if col not in overlay:
+            overlay[col] = np.nan
+    overlay["nn_dist"] = overlay["nn_dist"].fillna(0.0)
+    overlay["item_label"] = labels[overlay["item"].to_numpy(int)]
+    overlay["hover"] = (overlay["layer"] + " · " + overlay["item_label"]
+                        + np.where(overlay["hardness"].notna(), " · hardness " + overlay["hardness"].round(3).astype(str), "")
+                        + np.where(overlay["layer"].isin(ex.SYNTHESIZING) | overlay["layer"].str.contains("@"),
+                                   " · dist to nearest item/‖pos‖ " + overlay["nn_dist"].round(3).astype(str), ""))
+
+    fig, registry = figures.map_figure(items, overlay, color_by, size_nn, steps)
+    return neg, overlay, fig, registry
+
+
+neg, overlay, fig, registry = cache.built(
+    "negatives_map", (cache.run_key(run_id), method, uid, tuple(chosen), color_by, bool(size_nn)), build_view)
 event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("box", "lasso"),
                         config={"displaylogo": False})
 if uid == "all":
@@ -112,14 +121,19 @@ if len(synth):
     st.markdown("**Distance of synthesized negatives to their nearest real item** (Euclidean, full "
                 "embedding space, relative to the positive's norm; real-item negatives are at 0)")
     colors = theme.series_colors(list(synth["layer"].unique()))
-    box = px.box(synth, x="layer", y="nn_dist", color="layer", color_discrete_map=colors, points="all")
-    box.update_layout(height=300, showlegend=False, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      yaxis_title="distance to nearest item / ‖positive‖")
-    st.plotly_chart(box, key="map_nn_box")
+
+    def box_figure():
+        box = px.box(synth, x="layer", y="nn_dist", color="layer", color_discrete_map=colors, points="all")
+        box.update_layout(height=300, showlegend=False, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                          yaxis_title="distance to nearest item / ‖positive‖")
+        return box
+
+    st.plotly_chart(cache.built("negatives_nn_box", (cache.run_key(run_id), method, uid, tuple(chosen)), box_figure),
+                    key="map_nn_box")
 
 c1, c2 = st.columns(2)
-c1.download_button("Download item coordinates (CSV)", data.csv_bytes(items), file_name=f"items_{method}_{run_id}.csv",
+c1.download_button("Download item coordinates (CSV)", data.csv_later(items), file_name=f"items_{method}_{run_id}.csv",
                    mime="text/csv", key="map_dl_items")
 c2.download_button("Download negatives with coordinates (CSV)",
-                   data.csv_bytes(readable(overlay[[c for c in neg_cols if c in overlay]])),
+                   lambda: data.csv_bytes(readable(overlay[[c for c in neg_cols if c in overlay]])),
                    file_name=f"negatives_{method}_{run_id}.csv", mime="text/csv", key="map_dl_negatives")

@@ -1,11 +1,12 @@
 """FHN & hardness: how many of each sampler's negatives are false (observed: in the user's held-out
 positives; ground truth on synthetic worlds), how hard they are, per epoch and across runs."""
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from cnsdiff_core import diagnostics as dg
 from cnsdiff_core import explore as ex
-from cnsdiff_core.experiment import load_causal_ablation
+from cnsdiff_core.experiment import ABLATION_CSV, load_causal_ablation
 from cnsdiff_core.samplers import HARD, METHOD, UNIFORM
 from ui import cache, data, figures, routing, state, theme
 
@@ -22,6 +23,7 @@ if not run_ids:
     st.info("Pick at least one finished run (train one on the Train page, or the demo on Home).")
     st.stop()
 
+keys = tuple(cache.run_key(r) for r in run_ids)  # every cached figure of the page is keyed by these
 curves = ex.fhn_curves({r: cache.diagnostics(r) for r in run_ids})
 if curves.empty:
     st.warning("The chosen runs have no diagnostics yet (diagnostics.csv is empty).")
@@ -57,16 +59,20 @@ if shown.empty or shown[metric].isna().all():
     st.info(f"No series has '{metrics[metric]}' here (the matched null exists for synthesized vectors only; "
             "runs stored before it was measured lack it).")
 else:
-    fig = figures.fhn_figure(shown, metric, metrics[metric], colors, multi, with_null=metric == "fhn")
-    if metric in ("fhn_lift", "null_ratio"):
-        fig.add_hline(y=1.0, line_dash="dot", line_color="#777",
-                      annotation_text="uniform sampling" if metric == "fhn_lift" else "matched null")
-    elif metric == "fhn":
-        uni = curves.groupby("run")["uniform_rate"].first()
-        for r, v in uni.items():
-            fig.add_hline(y=float(v), line_dash="dot", line_color="#777",
-                          annotation_text=f"uniform{'' if not multi else ' · ' + r[-14:]}")
-    st.plotly_chart(fig, key="fhn_lines")
+    def lines_figure():
+        fig = figures.fhn_figure(shown, metric, metrics[metric], colors, multi, with_null=metric == "fhn")
+        if metric in ("fhn_lift", "null_ratio"):
+            fig.add_hline(y=1.0, line_dash="dot", line_color="#777",
+                          annotation_text="uniform sampling" if metric == "fhn_lift" else "matched null")
+        elif metric == "fhn":
+            uni = curves.groupby("run")["uniform_rate"].first()
+            for r, v in uni.items():
+                fig.add_hline(y=float(v), line_dash="dot", line_color="#777",
+                              annotation_text=f"uniform{'' if not multi else ' · ' + r[-14:]}")
+        return fig
+
+    st.plotly_chart(cache.built("fhn_lines", (keys, metric, with_premix, with_steps, tuple(series)), lines_figure),
+                    key="fhn_lines")
 if not has_truth:
     st.caption("Ground-truth FHN appears for runs on synthetic worlds (the sample world or synthetic:…).")
 
@@ -88,12 +94,8 @@ else:
     st.caption("hardness = s(u, negative) − s(u, positive); above 0 the negative outscores the positive.")
     kind = st.radio("Plot", ["box", "violin"], key="fhn_kind", horizontal=True)
     negs = samples[samples["series"] != "positive"]
-    plot = px.box if kind == "box" else px.violin
-    hard = plot(negs, x="series", y="hardness", color="series", facet_col="run" if multi else None,
-                color_discrete_map=colors, labels={"series": "sampler"})
-    hard.add_hline(y=0, line_dash="dot", line_color="#777")
-    hard.update_layout(height=420, showlegend=False)
-    st.plotly_chart(hard, key="fhn_hardness")
+    st.plotly_chart(cache.built("fhn_hardness", (keys, kind, tuple(series)),
+                                lambda: figures.hardness_figure(negs, kind, colors, multi)), key="fhn_hardness")
 
     st.subheader("Score histograms")
     hist_series = ex.series_order(samples["series"].unique())
@@ -101,19 +103,22 @@ else:
     if st.session_state.get("fhn_hist_series") is None or not set(st.session_state["fhn_hist_series"]) <= set(hist_series):
         st.session_state["fhn_hist_series"] = default
     pick = st.multiselect("Series", hist_series, key="fhn_hist_series")
-    hist = px.histogram(samples[samples["series"].isin(pick)], x="score", color="series", barmode="overlay",
-                        histnorm="probability density", opacity=0.55, nbins=60, facet_row="run" if multi else None,
-                        color_discrete_map=colors, labels={"score": "s(u, ·)"})
-    hist.update_layout(height=380 if not multi else 260 * len(run_ids))
-    st.plotly_chart(hist, key="fhn_hist")
+    def hist_figure():
+        hist = px.histogram(samples[samples["series"].isin(pick)], x="score", color="series", barmode="overlay",
+                            histnorm="probability density", opacity=0.55, nbins=60,
+                            facet_row="run" if multi else None, color_discrete_map=colors, labels={"score": "s(u, ·)"})
+        hist.update_layout(height=380 if not multi else 260 * len(run_ids))
+        return hist
+
+    st.plotly_chart(cache.built("fhn_hist", (keys, tuple(series), tuple(pick)), hist_figure), key="fhn_hist")
     summary = (negs.groupby(["run", "series"])
                .agg(n=("hardness", "size"), hardness_mean=("hardness", "mean"),
                     hardness_median=("hardness", "median"), fhn=("fhn", "mean"), nn_dist=("nn_dist", "mean"))
                .reset_index())
     st.dataframe(summary, hide_index=True, key="fhn_summary")
-    st.download_button("Download per-triple negatives (CSV)", data.csv_bytes(samples), file_name="negatives_hardness.csv",
+    st.download_button("Download per-triple negatives (CSV)", data.csv_later(samples), file_name="negatives_hardness.csv",
                        mime="text/csv", key="fhn_dl_samples")
-st.download_button("Download FHN per epoch (CSV)", data.csv_bytes(curves), file_name="fhn_per_epoch.csv",
+st.download_button("Download FHN per epoch (CSV)", data.csv_later(curves), file_name="fhn_per_epoch.csv",
                    mime="text/csv", key="fhn_dl_curves")
 
 # --- FHN against the synthetic world's confounding strength -------------------------------------------
@@ -128,10 +133,14 @@ if conf["confounding"].nunique() >= 2:
                                         "fhn_lift": "lift over uniform"}.get)
     agg = conf.groupby(["series", "confounding"], as_index=False)[conf_metric].mean()
     agg = agg[agg["series"].isin(series)]
-    chart = px.line(agg, x="confounding", y=conf_metric, color="series", markers=True,
-                    color_discrete_map=theme.series_colors(list(agg["series"].unique())))
-    chart.update_layout(height=380)
-    st.plotly_chart(chart, key="fhn_confounding")
+    def confounding_figure():
+        chart = px.line(agg, x="confounding", y=conf_metric, color="series", markers=True,
+                        color_discrete_map=theme.series_colors(list(agg["series"].unique())))
+        chart.update_layout(height=380)
+        return chart
+
+    st.plotly_chart(cache.built("fhn_confounding", (int(pd.util.hash_pandas_object(agg).sum()), conf_metric),
+                                confounding_figure), key="fhn_confounding")
 else:
     n = conf["confounding"].nunique()
     st.caption("A chart of FHN against the world's confounding strength appears once runs on "
@@ -139,7 +148,11 @@ else:
                "worlds on Data & shift and train on each.")
 
 # --- the causal ablation on synthetic worlds (shipped results) ----------------------------------------
-ablation = load_causal_ablation()
+try:  # read once per version of the shipped file
+    _abl_mtime = ABLATION_CSV.stat().st_mtime
+except OSError:
+    _abl_mtime = None
+ablation = cache.built("causal_ablation", (str(ABLATION_CSV), _abl_mtime), load_causal_ablation)
 if not ablation.empty:
     st.subheader("Does the causal term help where the truth is known?")
     st.caption("CNSDiff `tuned` on synthetic worlds (the sample world's generator) at four confounding "
@@ -152,7 +165,10 @@ if not ablation.empty:
                           format_func={"ood_recall@20": "OOD Recall@20", "fhn_true": "true FHN (trained-on)",
                                        "premix_fhn_true": "true FHN (pre-mix h)",
                                        "valid_recall@20": "valid Recall@20"}.get)
-    abl = px.line(ablation, x="confounding", y=abl_metric, color="causal", markers=True,
-                  error_y=f"{abl_metric}_std" if f"{abl_metric}_std" in ablation else None)
-    abl.update_layout(height=360)
-    st.plotly_chart(abl, key="fhn_ablation")
+    def ablation_figure():
+        abl = px.line(ablation, x="confounding", y=abl_metric, color="causal", markers=True,
+                      error_y=f"{abl_metric}_std" if f"{abl_metric}_std" in ablation else None)
+        abl.update_layout(height=360)
+        return abl
+
+    st.plotly_chart(cache.built("fhn_ablation", (str(ABLATION_CSV), _abl_mtime, abl_metric), ablation_figure), key="fhn_ablation")

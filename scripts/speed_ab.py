@@ -20,6 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cnsdiff_core.samplers import METHOD, UNIFORM  # noqa: E402  (the uniform baseline and the method)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 ONE = """
@@ -63,7 +66,7 @@ def main() -> int:
             subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
             trees[rev] = str(folder)
         trees["this checkout"] = str(ROOT)
-        pairs = [(code, s) for code in trees for s in ("rns", "cnsdiff")]
+        pairs = [(code, s) for code in trees for s in (UNIFORM, METHOD)]
         for dataset in args.datasets.split(","):
             times: dict[tuple, dict[str, list[float]]] = {p: {"cpu": [], "wall": []} for p in pairs}
             for r in range(args.rounds):
@@ -83,7 +86,7 @@ def main() -> int:
             print(f"== {dataset}: {args.rounds} rounds x {args.epochs} epochs, one process per commit and sampler")
             for code in trees:
                 med = {}
-                for s in ("rns", "cnsdiff"):
+                for s in (UNIFORM, METHOD):
                     t = times[(code, s)]
                     if not t["cpu"]:
                         continue

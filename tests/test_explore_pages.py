@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -147,13 +148,19 @@ def test_denoising_chart_animates_the_trajectories_on_the_client(store):
     slider = spec["layout"]["sliders"][0]
     assert [step["args"][0] for step in slider["steps"]] == [[str(k)] for k in range(n_frames)]
     assert slider["active"] == frame == n_frames - 1  # the page opens on the final candidates
-    assert spec["data"][2:] == frames[frame]["data"]  # the static traces are that frame
+    def points(traces):
+        return [(t["name"], arr(t["x"]).tolist(), arr(t["y"]).tolist()) for t in traces]
+
+    assert points(spec["data"][2:]) == points(frames[frame]["data"])  # the drawn traces are that frame
+    for j, t in enumerate(spec["data"][2:2 + len(steps)]):  # a path holds its whole chain's hover texts
+        assert len(t["hovertext"]) == lengths[j] and len(t["marker"]["symbol"]) == lengths[j]
+        assert all("hovertext" not in f["data"][j] for f in frames)  # ... sent once, not per frame
 
     at.slider(key="den_step").set_value(2).run()  # the page's frame slider redraws the static traces
     no_exception(at)
     moved = chart_spec(at, "den_chart")
     assert moved["layout"]["sliders"][0]["active"] == 2
-    assert moved["data"][2:] == frames[2]["data"] and moved["frames"] == frames
+    assert points(moved["data"][2:]) == points(frames[2]["data"]) and moved["frames"] == frames
 
 
 def test_denoising_shows_the_reference_near_constant_negative(store):
@@ -371,3 +378,98 @@ def test_negatives_map_swaps_in_umap_when_ready(store):
     assert at.radio(key="map_method").options == ["PCA", "UMAP (cosine)"]
     at.radio(key="map_method").set_value("umap").run()
     no_exception(at)
+
+
+# --- interactive speed (issue 14): behaviour, not timings ----------------------------------------------
+def test_denoising_frame_controls_rerun_only_a_fragment(store):
+    """The frame slider, ◀ ▶, the map and the frame's numbers are one st.fragment: a frame step
+    reruns that fragment, not the page (AppTest reruns the whole script, so the fragment is
+    checked where Streamlit registers it)."""
+    from ui import profile
+
+    at = app("5_denoising.py", store["ids"]["demo"], den_umap=False)
+    at.run()
+    no_exception(at)
+    wrapped = {c.cell_contents.__name__ for f in at._fragment_storage._fragments.values()
+               for c in (f.__closure__ or ()) if callable(c.cell_contents) and hasattr(c.cell_contents, "__name__")}
+    assert "frame_view" in wrapped, wrapped
+    profile.LAST.pop("denoising frame view", None)
+    at.slider(key="den_step").set_value(1).run()
+    no_exception(at)
+    assert "denoising frame view" in profile.LAST  # the frame view ran inside the timed section
+    assert chart_spec(at, "den_chart")["layout"]["sliders"][0]["active"] == 1
+
+
+def test_denoising_figure_spec_is_built_once_per_run_and_parameters(store, monkeypatch):
+    import ui.figures as figs
+    from ui import maps
+
+    maps._trajectory_spec.clear()
+    calls = []
+    real = figs.trajectory_spec
+    monkeypatch.setattr(figs, "trajectory_spec", lambda *a, **k: calls.append(k) or real(*a, **k))
+    first = app("5_denoising.py", store["ids"]["demo"], den_umap=False)
+    first.run()
+    no_exception(first)
+    for step in (0, 3, 5):  # frame steps reuse the spec
+        first.slider(key="den_step").set_value(step).run()
+        no_exception(first)
+    second = app("5_denoising.py", store["ids"]["demo"], den_umap=False)  # another session, same choices
+    second.run()
+    no_exception(second)
+    assert len(calls) == 1
+    assert chart_spec(second, "den_chart")["frames"] == chart_spec(first, "den_chart")["frames"]
+    second.toggle(key="den_zoom").set_value(True).run()  # another parameter: a new spec
+    no_exception(second)
+    assert len(calls) == 2 and calls[-1]["zoom_items"] is True
+
+
+def test_profile_env_var_prints_page_time_and_top_costs(store, monkeypatch, capsys):
+    import io
+
+    from ui import profile
+
+    monkeypatch.setenv("CNSDIFF_PROFILE_PAGES", "5")
+    at = app("6_negatives_map.py", store["ids"]["demo"], map_umap=False)
+    at.run()
+    no_exception(at)
+    err = capsys.readouterr().err
+    assert "[cnsdiff profile] page Negatives map:" in err and " ms" in err
+    assert "cumtime" in err and "6_negatives_map.py" in err  # the cProfile table of the page
+    monkeypatch.setenv("CNSDIFF_PROFILE_PAGES", "0")
+    buf = io.StringIO()
+    with profile.page_timer("Off", stream=buf):
+        pass
+    assert buf.getvalue() == ""
+
+
+def test_map_figure_by_environment_sends_one_webgl_trace_per_environment():
+    """Coloured by environment, the item cloud is one Scattergl per environment (a colour per trace,
+    not a colour string per item); every item is in exactly one trace and a selection of a point
+    maps back to its own row; popularity travels as a typed array read by the hover template."""
+    import plotly.io as pio
+
+    from ui import figures
+
+    rng = np.random.default_rng(0)
+    n = 40
+    items = pd.DataFrame({"item_id": [f"i{k}" for k in range(n)], "title": [""] * n,
+                          "popularity": rng.integers(1, 99, n), "x": rng.normal(size=n), "y": rng.normal(size=n),
+                          "environment": rng.choice(["q1", "q2", "q3"], n)},
+                         index=np.arange(100, 100 + n))
+    items["log_popularity"] = np.log10(1 + items["popularity"])
+    overlay = pd.DataFrame({"layer": ["rns"], "x": [0.0], "y": [0.0], "nn_dist": [0.0], "hover": ["rns · i1"]})
+    fig, registry = figures.map_figure(items, overlay, "environment", False, [])
+    spec = json.loads(pio.to_json(fig))
+    clouds = [t for t in spec["data"] if t["name"].startswith("items")]
+    assert [t["name"] for t in clouds] == ["items · q1", "items · q2", "items · q3"]
+    assert all(t["type"] == "scattergl" and isinstance(t["marker"]["color"], str) for t in clouds)
+    rows = np.concatenate([registry[i][1] for i in range(len(clouds))])
+    assert sorted(rows) == list(items.index)
+    for i, t in enumerate(clouds):
+        xs = arr(t["x"])
+        assert np.allclose(xs, items.loc[registry[i][1], "x"].to_numpy(np.float32))
+        assert (arr(t["customdata"]) == items.loc[registry[i][1], "popularity"].to_numpy()).all()
+        assert "%{customdata}" in t["hovertemplate"] and t["name"][-2:] in t["hovertemplate"]
+    picked = figures.selected_rows({"selection": {"points": [{"curve_number": 1, "point_index": 0}]}}, registry)
+    assert picked["items"] == [registry[1][1][0]]

@@ -180,3 +180,14 @@ def device_info() -> dict:
         n = TrainConfig().cpu_threads or torch.get_num_threads()
         label = f"cpu, {n} training thread{'s' if n != 1 else ''} of {os.cpu_count()} cores"
     return {"label": label, "cuda": cuda, "reason": reason}
+
+
+@st.cache_resource(show_spinner=False, max_entries=96)  # bounds the memory: a Food map figure is a few MB
+def _built(name: str, key: tuple, _build):
+    return _build()
+
+
+def built(name: str, key: tuple, build):
+    """What build() returns (a figure or spec), made once per (name, key) and shared read-only by
+    every session: key must hold everything it depends on (a run key and the parameters)."""
+    return _built(name, key, build)

@@ -131,3 +131,9 @@ def verdict_frame(verdicts: list[dict]) -> pd.DataFrame:
 
 def csv_bytes(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False).encode("utf-8")
+
+
+def csv_later(df: pd.DataFrame):
+    """The CSV of df, made only when the user clicks the download button (st.download_button
+    takes a callable): a page rerun does not pay for it."""
+    return lambda: csv_bytes(df)

@@ -97,3 +97,20 @@ def _placed_states(run: cache.RunKey, method: str, key: tuple, _states: np.ndarr
 def placed_states(ctx: RunContext, traj: ex.Trajectories, method: str, key: tuple) -> np.ndarray:
     method = map_job(ctx.run_id).effective(method)
     return _placed_states(cache.run_key(ctx.run_id), method, key, traj.states)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _trajectory_spec(run: cache.RunKey, method: str, key: tuple, zoom: bool, _items: pd.DataFrame,
+                     _traj: ex.Trajectories, _xy: np.ndarray, _pos_xy: np.ndarray) -> dict:
+    from .figures import trajectory_spec
+
+    return trajectory_spec(_items, _traj, _xy, _pos_xy, zoom_items=zoom)
+
+
+def trajectory_spec(ctx: RunContext, traj: ex.Trajectories, method: str, key: tuple, zoom: bool,
+                    items: pd.DataFrame, xy: np.ndarray, pos: int) -> dict:
+    """The denoising map's Plotly spec with every frame, built once per (run key, method,
+    user/positive/seed/exclude key, zoom) and shared read-only by every session."""
+    method = map_job(ctx.run_id).effective(method)
+    return _trajectory_spec(cache.run_key(ctx.run_id), method, tuple(key), bool(zoom), items, traj, xy,
+                            items.loc[pos, ["x", "y"]].to_numpy(float))

@@ -13,20 +13,34 @@ from cnsdiff_core import explore as ex
 from ..theme import CONTEXT_COLOR, ENV_GREYS, GREYS, POSITIVE_STYLE, TRAIN_POS_COLOR, sampler_style, step_colors
 
 
-def _item_cloud(items: pd.DataFrame, color_by: str = "none") -> go.Scattergl:
-    hover = items["item_id"].astype(str) + np.where(items["title"].astype(str) != "", " · " + items["title"].astype(str), "") \
-        + " · popularity " + items["popularity"].astype(str)
+def _item_clouds(items: pd.DataFrame, color_by: str = "none") -> list[tuple[go.Scattergl, np.ndarray]]:
+    """The item cloud as WebGL traces with their row labels: one trace, or one per environment
+    when coloured by environment (a colour per trace, not a colour string per item). Compact:
+    float32 coordinates, popularity as an int32 typed array shown by the hover template, so
+    the hover repeats no text per item beyond its id and title."""
+    label = items["item_id"].astype(str) + np.where(items["title"].astype(str) != "", " · " + items["title"].astype(str), "")
     marker: dict = {"size": 5, "opacity": 0.55, "color": CONTEXT_COLOR}
     if color_by == "popularity":
-        marker |= {"color": items["log_popularity"], "colorscale": GREYS, "showscale": True,
+        marker |= {"color": items["log_popularity"].to_numpy(np.float32), "colorscale": GREYS, "showscale": True,
                    "colorbar": {"title": "log10(1+pop)", "thickness": 10, "x": 1.02}}
-    elif color_by == "environment":
+    groups = [("items", items.index.to_numpy(), marker, "")]
+    if color_by == "environment":
         envs = sorted(items["environment"].unique())
-        cmap = {e: ENV_GREYS[min(i, len(ENV_GREYS) - 1)] for i, e in enumerate(envs)}
-        marker |= {"color": items["environment"].map(cmap)}
-        hover = hover + " · " + items["environment"]
-    return go.Scattergl(x=items["x"], y=items["y"], mode="markers", marker=marker, name="items",
-                        hovertext=hover, hoverinfo="text")
+        groups = [(f"items · {e}", items.index[(items["environment"] == e).to_numpy()].to_numpy(),
+                   marker | {"color": ENV_GREYS[min(i, len(ENV_GREYS) - 1)]}, f" · {e}") for i, e in enumerate(envs)]
+    out = []
+    for name, rows, mk, suffix in groups:
+        sub = items.loc[rows]
+        out.append((go.Scattergl(x=sub["x"].to_numpy(np.float32), y=sub["y"].to_numpy(np.float32), mode="markers",
+                                 marker=mk, name=name, hovertext=label.loc[rows].to_numpy(),
+                                 customdata=sub["popularity"].to_numpy(np.int32),
+                                 hovertemplate=f"%{{hovertext}} · popularity %{{customdata}}{suffix}<extra></extra>"),
+                    rows))
+    return out
+
+
+def _item_cloud(items: pd.DataFrame) -> go.Scattergl:
+    return _item_clouds(items)[0][0]
 
 
 def _ranges(xs: list[np.ndarray], pad: float = 0.05) -> tuple[list[float], list[float]]:
@@ -36,65 +50,137 @@ def _ranges(xs: list[np.ndarray], pad: float = 0.05) -> tuple[list[float], list[
     return [lo[0] - pad * span[0], hi[0] + pad * span[0]], [lo[1] - pad * span[1], hi[1] + pad * span[1]]
 
 
-def trajectory_figure(items: pd.DataFrame, traj: ex.Trajectories, xy: np.ndarray, pos_xy: np.ndarray,
-                      frame: int, zoom_items: bool = False, duration_ms: int = 450) -> go.Figure:
-    """Items (static Scattergl) + one path and one head per hardness step, animated client-side:
-    Plotly frames update only the trajectory traces (the item cloud is never re-sent)."""
-    table = traj.table.assign(x=xy[:, 0], y=xy[:, 1])
+def _scatter(**kw) -> dict:
+    return {"type": "scatter", **kw}
+
+
+def trajectory_spec(items: pd.DataFrame, traj: ex.Trajectories, xy: np.ndarray, pos_xy: np.ndarray,
+                    zoom_items: bool = False, duration_ms: int = 450) -> dict:
+    """The animated denoising map as a plain Plotly spec (no graph_objects validation): the item
+    cloud (static Scattergl, float32 arrays), the positive, and one Plotly frame per position that
+    updates only the points of the trajectory traces (a path and a head per hardness step).
+    `data` holds the static traces, `moving` the trajectory traces' style and hover texts;
+    `trajectory_figure` joins them with the frame shown. Built once per run and
+    parameters (the page caches it); never modified afterwards."""
+    table = traj.table
     colors = step_colors(traj.steps)
     n_frames = traj.n_frames
+    s_col, f_col = table["s"].to_numpy(), table["frame"].to_numpy()
+    text = np.array([f"s={s} · {lab} · score {sc:.3f} · cos→pos {c:.3f} · ‖z‖ {n:.3f}" for s, lab, sc, c, n in
+                     zip(s_col, table["label"], table["score"], table["cos_to_pos"], table["norm"])], dtype=object)
+    chains = []
+    for s in traj.steps:
+        idx = np.flatnonzero(s_col == s)
+        idx = idx[np.argsort(f_col[idx], kind="stable")]
+        chains.append((int(s), idx, np.where(table["phase"].to_numpy()[idx] == "forward", "circle", "diamond"),
+                       table["label"].to_numpy()[idx]))
+    xy32 = np.asarray(xy, dtype=np.float32)
 
-    def traces_at(k: int) -> list[go.Scatter]:
+    # The moving traces carry their style, the whole chain's hover texts and marker symbols once
+    # (a path at frame k shows the chain's first states, so text i belongs to point i); a frame
+    # only sends the points (float32) and the head's label.
+    base = [_scatter(name=f"s={s} path", mode="lines+markers", line={"color": colors[s], "width": 2},
+                     marker={"color": colors[s], "size": 6, "symbol": symbols.tolist()},
+                     hovertext=text[idx].tolist(), hoverinfo="text", legendgroup=str(s), showlegend=True)
+            for s, idx, symbols, _ in chains]
+    base += [_scatter(name=f"s={s} now", mode="markers+text", textposition="top center",
+                      marker={"color": colors[s], "size": 14, "symbol": "cross", "line": {"color": "black", "width": 1}},
+                      hoverinfo="text", legendgroup=str(s), showlegend=False)
+             for s, _, _, _ in chains]
+
+    def traces_at(k: int) -> list[dict]:
         paths, heads = [], []
-        for s in traj.steps:
-            sub = table[table["s"] == s]
-            f = min(k, int(sub["frame"].max()))
-            path = sub[sub["frame"] <= f]
-            head = path.iloc[-1]
-            text = [f"s={s} · {lab} · score {sc:.3f} · cos→pos {c:.3f} · ‖z‖ {n:.3f}"
-                    for lab, sc, c, n in zip(path["label"], path["score"], path["cos_to_pos"], path["norm"])]
-            symbols = np.where(path["phase"] == "forward", "circle", "diamond")
-            paths.append(go.Scatter(x=path["x"], y=path["y"], mode="lines+markers", name=f"s={s} path",
-                                    line={"color": colors[s], "width": 2},
-                                    marker={"color": colors[s], "size": 6, "symbol": symbols},
-                                    hovertext=text, hoverinfo="text", legendgroup=str(s), showlegend=True))
-            heads.append(go.Scatter(x=[head["x"]], y=[head["y"]], mode="markers+text", name=f"s={s} now",
-                                    text=[f"s={s}: {head['label']}"], textposition="top center",
-                                    marker={"color": colors[s], "size": 14, "symbol": "cross",
-                                            "line": {"color": "black", "width": 1}},
-                                    hovertext=[text[-1]], hoverinfo="text", legendgroup=str(s), showlegend=False))
+        for s, idx, symbols, labs in chains:
+            n = min(k, len(idx) - 1) + 1
+            sel = idx[:n]
+            paths.append(_scatter(name=f"s={s} path", x=xy32[sel, 0], y=xy32[sel, 1]))
+            heads.append(_scatter(name=f"s={s} now", x=xy32[sel[-1:], 0], y=xy32[sel[-1:], 1],
+                                  text=[f"s={s}: {labs[n - 1]}"], hovertext=[text[sel[-1]]]))
         return paths + heads
 
-    fig = go.Figure()
-    fig.add_trace(_item_cloud(items))
-    fig.add_trace(go.Scatter(x=[pos_xy[0]], y=[pos_xy[1]], mode="markers", name="positive z₀",
-                             marker={"color": TRAIN_POS_COLOR, "size": 16, "symbol": "star",
-                                     "line": {"color": "black", "width": 1}}))
-    k0 = min(max(int(frame), 0), n_frames - 1)
-    for tr in traces_at(k0):
-        fig.add_trace(tr)
+    cloud = _item_cloud(items).to_plotly_json()
+    positive = _scatter(x=[float(pos_xy[0])], y=[float(pos_xy[1])], mode="markers", name="positive z₀",
+                        marker={"color": TRAIN_POS_COLOR, "size": 16, "symbol": "star",
+                                "line": {"color": "black", "width": 1}})
     moving = list(range(2, 2 + 2 * len(traj.steps)))
-    fig.frames = [go.Frame(name=str(k), data=traces_at(k), traces=moving) for k in range(n_frames)]
+    frames = [{"name": str(k), "data": traces_at(k), "traces": moving} for k in range(n_frames)]
     play = {"frame": {"duration": duration_ms, "redraw": False}, "fromcurrent": True,
             "transition": {"duration": 0}, "mode": "immediate"}
     pause = {"frame": {"duration": 0, "redraw": False}, "mode": "immediate", "transition": {"duration": 0}}
-    fig.update_layout(
-        updatemenus=[{"type": "buttons", "direction": "left", "x": 0, "y": -0.1, "xanchor": "left",
-                      "yanchor": "top", "pad": {"r": 10, "t": 30}, "showactive": False,
-                      "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
-                                  {"label": "⏸ Pause", "method": "animate", "args": [[None], pause]}]}],
-        sliders=[{"active": k0, "x": 0.2, "len": 0.8, "y": -0.1, "yanchor": "top",
-                  "currentvalue": {"prefix": "frame ", "xanchor": "right"},
-                  "steps": [{"label": str(k), "method": "animate",
-                             "args": [[str(k)], {"frame": {"duration": 0, "redraw": False},
-                                                 "mode": "immediate", "transition": {"duration": 0}}]}
-                            for k in range(n_frames)]}],
-        height=640, margin={"l": 10, "r": 10, "t": 30, "b": 120}, legend={"orientation": "h", "y": 1.06},
-        xaxis_title="map x", yaxis_title="map y")
     xr, yr = _ranges([items[["x", "y"]].to_numpy()] + ([] if zoom_items else [xy]))
-    fig.update_xaxes(range=xr, autorange=False)
-    fig.update_yaxes(range=yr, autorange=False)
-    return fig
+    layout = {
+        "updatemenus": [{"type": "buttons", "direction": "left", "x": 0, "y": -0.1, "xanchor": "left",
+                         "yanchor": "top", "pad": {"r": 10, "t": 30}, "showactive": False,
+                         "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
+                                     {"label": "⏸ Pause", "method": "animate", "args": [[None], pause]}]}],
+        "sliders": [{"active": n_frames - 1, "x": 0.2, "len": 0.8, "y": -0.1, "yanchor": "top",
+                     "currentvalue": {"prefix": "frame ", "xanchor": "right"},
+                     "steps": [{"label": str(k), "method": "animate",
+                                "args": [[str(k)], {"frame": {"duration": 0, "redraw": False},
+                                                    "mode": "immediate", "transition": {"duration": 0}}]}
+                               for k in range(n_frames)]}],
+        "height": 640, "margin": {"l": 10, "r": 10, "t": 30, "b": 120}, "legend": {"orientation": "h", "y": 1.06},
+        "xaxis": {"title": {"text": "map x"}, "range": xr, "autorange": False},
+        "yaxis": {"title": {"text": "map y"}, "range": yr, "autorange": False}}
+    return _encode_arrays({"data": [cloud, positive], "moving": base, "layout": layout, "frames": frames})
+
+
+class SpecFigure(go.Figure):
+    """A figure that is a finished Plotly spec (a dict of JSON-ready values, typed arrays already
+    encoded): st.plotly_chart takes it as a Figure, so neither validates it again; its to_dict() is
+    the spec itself. Read-only: use it only to draw."""
+
+    def __init__(self, spec: dict) -> None:  # no BaseFigure.__init__: that would validate every trace
+        object.__setattr__(self, "_spec", spec)
+
+    def to_dict(self) -> dict:
+        return self._spec
+
+    def to_plotly_json(self) -> dict:
+        return self._spec
+
+
+def _encode_arrays(spec: dict) -> dict:
+    """numpy arrays in the spec -> Plotly's typed-array form ({dtype, bdata}), as to_dict() does."""
+    try:
+        from _plotly_utils.utils import convert_to_base64
+    except ImportError:  # an older plotly: plain lists
+        def convert_to_base64(obj):
+            if isinstance(obj, dict):
+                for k, v in obj.items():
+                    if isinstance(v, np.ndarray):
+                        obj[k] = v.tolist()
+                    else:
+                        convert_to_base64(v)
+            elif isinstance(obj, list):
+                for v in obj:
+                    convert_to_base64(v)
+    convert_to_base64(spec)
+    return spec
+
+
+def trajectory_figure(spec: dict, frame: int) -> SpecFigure:
+    """The cached spec showing `frame` (the static traces are that frame's, the slider sits on it);
+    nothing is rebuilt or validated, so a frame costs only its JSON."""
+    n_frames = len(spec["frames"])
+    k = min(max(int(frame), 0), n_frames - 1)
+    slider = dict(spec["layout"]["sliders"][0], active=k)
+    layout = dict(spec["layout"], sliders=[slider])
+    moving = [dict(style, **now) for style, now in zip(spec["moving"], spec["frames"][k]["data"])]
+    return SpecFigure({"data": spec["data"] + moving, "layout": layout, "frames": spec["frames"]})
+
+
+def chain_lines_figure(traj: ex.Trajectories, colors: dict[int, str]) -> go.Figure:
+    """Hardness, cosine to the positive and norm along each chain, one line per step s."""
+    import plotly.express as px
+
+    long = traj.table.melt(id_vars=["s", "frame", "label"], value_vars=["hardness", "cos_to_pos", "norm"])
+    long["s"] = "s=" + long["s"].astype(str)
+    chart = px.line(long, x="frame", y="value", color="s", facet_row="variable", markers=True,
+                    hover_data=["label"], color_discrete_map={f"s={k}": v for k, v in colors.items()})
+    chart.update_yaxes(matches=None)
+    chart.update_layout(height=560)
+    return chart
 
 
 def map_figure(items: pd.DataFrame, overlay: pd.DataFrame, color_by: str, size_by_nn: bool,
@@ -103,8 +189,9 @@ def map_figure(items: pd.DataFrame, overlay: pd.DataFrame, color_by: str, size_b
     lasso selection (curve_number, point_index) maps back to table rows."""
     fig = go.Figure()
     registry: list[tuple[str, np.ndarray]] = []
-    fig.add_trace(_item_cloud(items, color_by))
-    registry.append(("items", items.index.to_numpy()))
+    for trace, rows in _item_clouds(items, color_by):
+        fig.add_trace(trace)
+        registry.append(("items", rows))
     nn_max = float(overlay["nn_dist"].max()) if len(overlay) and overlay["nn_dist"].notna().any() else 0.0
     for layer, sub in overlay.groupby("layer", sort=False):
         color, symbol = sampler_style(layer, steps)
@@ -113,7 +200,8 @@ def map_figure(items: pd.DataFrame, overlay: pd.DataFrame, color_by: str, size_b
             size = (6 + 22 * sub["nn_dist"].fillna(0) / nn_max).to_numpy()
         hover = sub.get("hover", pd.Series(layer, index=sub.index))
         fig.add_trace(go.Scattergl(
-            x=sub["x"], y=sub["y"], mode="markers", name=layer, hovertext=hover, hoverinfo="text",
+            x=sub["x"].to_numpy(np.float32), y=sub["y"].to_numpy(np.float32), mode="markers", name=layer,
+            hovertext=hover, hoverinfo="text",
             marker={"color": color, "symbol": symbol, "size": size,
                     "line": {"color": "black" if "open" not in symbol else color, "width": 1}}))
         registry.append(("overlay", sub.index.to_numpy()))
