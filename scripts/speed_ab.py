@@ -94,8 +94,9 @@ def main() -> int:
                     print(f"{code:14s} {s:8s} wall {med[s][0]:.3f} s/epoch, CPU {med[s][1]:.3f} s/epoch "
                           f"(min {med[s][2]:.3f})")
                 if len(med) == 2:
-                    print(f"{code:14s} CNSDiff / RNS: {med['cnsdiff'][0] / med['rns'][0]:.2f}x wall, "
-                          f"{med['cnsdiff'][1] / med['rns'][1]:.2f}x CPU, {med['cnsdiff'][2] / med['rns'][2]:.2f}x CPU min")
+                    m, u = med[METHOD], med[UNIFORM]
+                    print(f"{code:14s} {METHOD} / {UNIFORM}: {m[0] / u[0]:.2f}x wall, {m[1] / u[1]:.2f}x CPU, "
+                          f"{m[2] / u[2]:.2f}x CPU min")
     return 0
 
 
