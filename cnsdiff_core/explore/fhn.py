@@ -30,6 +30,17 @@ def _legacy_vectors(d: pd.DataFrame) -> pd.DataFrame:
     return d
 
 
+def _with_series(d: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Diagnostics rows with their vector kind (older runs too), a series name, and `cols` (NaN
+    where a run stored before a column existed lacks it)."""
+    d = _legacy_vectors(d).copy()
+    d["series"] = [series_name(a, b) for a, b in zip(d["sampler"], d["step"])]
+    for c in cols:
+        if c not in d:
+            d[c] = np.nan
+    return d[cols]
+
+
 def fhn_curves(diagnostics: Mapping[str, pd.DataFrame], include_steps: bool = True) -> pd.DataFrame:
     """Diagnostics of several runs in long form: run, epoch, sampler, step, series, vector
     ('negative' = trained on, 'pre-mix', 'step'), fhn with its Wilson interval (fhn_lo, fhn_hi),
@@ -48,12 +59,7 @@ def fhn_curves(diagnostics: Mapping[str, pd.DataFrame], include_steps: bool = Tr
         if not include_steps:
             d = d[d["step"] < 0]
         d["run"] = run_id
-        d = _legacy_vectors(d)
-        d["series"] = [series_name(a, b) for a, b in zip(d["sampler"], d["step"])]
-        for c in cols:
-            if c not in d:
-                d[c] = np.nan
-        frames.append(d[cols])
+        frames.append(_with_series(d, cols))
     if not frames:
         return pd.DataFrame(columns=cols)
     return pd.concat(frames, ignore_index=True).sort_values(["run", "series", "epoch"], ignore_index=True)
@@ -173,13 +179,9 @@ def confounding_table(entries: Iterable[tuple[str, Mapping, Mapping, pd.DataFram
         rows = selected_epoch_rows(diag, best)
         if conf is None or rows.empty:
             continue
-        rows = _legacy_vectors(rows).copy()
+        rows = rows.copy()
         rows["run"], rows["confounding"] = run_id, conf
-        rows["series"] = [series_name(a, b) for a, b in zip(rows["sampler"], rows["step"])]
-        for c in cols:
-            if c not in rows:
-                rows[c] = np.nan
-        out.append(rows[cols])
+        out.append(_with_series(rows, cols))
     if not out:
         return pd.DataFrame(columns=cols)
     return pd.concat(out, ignore_index=True).sort_values(["series", "confounding"], ignore_index=True)
