@@ -27,6 +27,16 @@ from .samplers import METHOD
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
 
 
+def _maps_arg(text: str) -> tuple[str, ...]:
+    """--maps: 'pca,umap', 'pca', 'umap' or 'none'."""
+    from .stored_maps import parse_maps
+
+    try:
+        return parse_maps(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cnsdiff_core", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,12 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--runs-dir", help="run store folder (default $CNSDIFF_RUNS or runs/)")
     t.add_argument("--json", action="store_true", help="print one JSON summary line per run (last line)")
+    t.add_argument("--maps", default="pca,umap", type=_maps_arg, metavar="pca,umap|none",
+                   help="2-D item maps computed and stored with each run once it has trained, so the explore "
+                        "pages never fit one (default pca,umap; none skips them)")
     t.add_argument("--help-settings", action="store_true", help="list every setting and exit")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("resume", help="continue an interrupted run")
     r.add_argument("run_id")
     r.add_argument("--runs-dir")
+    r.add_argument("--maps", default="pca,umap", type=_maps_arg, metavar="pca,umap|none",
+                   help="item maps stored with the run once it has trained (as for train)")
     r.set_defaults(func=cmd_resume)
 
     for name in ("runs", "list"):

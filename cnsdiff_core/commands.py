@@ -17,7 +17,7 @@ class _Progress:
     def __call__(self, event) -> None:
         from tqdm import tqdm
 
-        from .events import BatchDone, EpochDone, Finished, Started
+        from .events import BatchDone, EpochDone, Finished, MapsProgress, Started
 
         if isinstance(event, Started):
             tqdm.write(f"{self.prefix} device: {event.device}, {event.n_train} training interactions",
@@ -38,6 +38,8 @@ class _Progress:
                        file=sys.stderr)
         elif isinstance(event, Finished) and self.bar is not None:
             self.bar.close()
+        elif isinstance(event, MapsProgress):
+            tqdm.write(f"{self.prefix} maps: {event.note}", file=sys.stderr)
 
     _epochs = 1
 
@@ -112,7 +114,7 @@ def cmd_train(args) -> int:
     for cfg in configs:
         cfg = dataclasses.replace(cfg, shift=data.shift)
         progress = _Progress(f"[{cfg.sampler}]").for_epochs(cfg.epochs)
-        run_id, res = train_and_store(cfg, store, [progress], data=data)
+        run_id, res = train_and_store(cfg, store, [progress], data=data, maps=args.maps)
         m = res.metrics
         if args.json:
             print(json.dumps(run_summary(run_id, cfg, res, device)), flush=True)
@@ -140,7 +142,7 @@ def cmd_resume(args) -> int:
     from .recorder import resume_run
 
     store = RunStore(args.runs_dir) if args.runs_dir else RunStore()
-    run_id, res = resume_run(args.run_id, store, [_Progress("[resume]")])
+    run_id, res = resume_run(args.run_id, store, [_Progress("[resume]")], maps=args.maps)
     print(f"run {run_id}: {res.status}; selected epoch {res.best_epoch}")
     return 0
 

@@ -82,6 +82,14 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class MapsProgress:
+    """After training: the run's 2-D item maps (PCA, UMAP) are being computed and stored with it
+    (`recorder.train_and_store(maps=...)`)."""
+
+    note: str  # e.g. 'compiling UMAP', 'fitting the UMAP map'
+
+
+@dataclass(frozen=True)
 class TrialStarted:
     """A tuning study starts a trial (cnsdiff_core.tune); the trainer's events of that trial follow."""
 
@@ -90,5 +98,6 @@ class TrialStarted:
     finished: int  # trials of the study finished before this one
 
 
-Event = Union[Started, BatchDone, EpochDone, BestSelected, Checkpoint, Snapshot, Finished, TrialStarted]
+Event = Union[Started, BatchDone, EpochDone, BestSelected, Checkpoint, Snapshot, Finished, MapsProgress,
+              TrialStarted]
 Callback = Callable[[Event], None]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .data import load_dataset
-from .events import BatchDone, EpochDone, Event, Started, TrialStarted
+from .events import BatchDone, EpochDone, Event, MapsProgress, Started, TrialStarted
 from .runs import RunStore, default_root
 from .recorder import resume_run, train_and_store
 from .tasks import ACTIVE, Task, TaskFailed, TaskPool, TaskStopped, format_eta
@@ -79,8 +79,19 @@ class Job(Task):
                     "samplers": [c.sampler for c in self.configs], "run_ids": list(self.run_ids),
                     "outcomes": [dict(o) for o in self.outcomes], "losses": list(self.losses),
                     "valid": list(self.valid), "stop_requested": self.stop_requested,
-                    "resume_id": self.resume_id, "kind": self.kind,
+                    "resume_id": self.resume_id, "kind": self.kind, "note": self.note,
                     "study": dict(self.study or {}), "summary": dict(self.summary)}
+
+
+def run_maps_from_env() -> tuple[str, ...]:
+    """CNSDIFF_RUN_MAPS: 'pca,umap' (default), 'pca', 'umap' or 'none'."""
+    from .stored_maps import parse_maps
+
+    raw = os.environ.get("CNSDIFF_RUN_MAPS", "pca,umap")
+    try:
+        return parse_maps(raw)
+    except ValueError as exc:
+        raise ValueError(f"CNSDIFF_RUN_MAPS={raw!r}: {exc}") from None
 
 
 class JobManager:
@@ -88,9 +99,13 @@ class JobManager:
     whose slots are CNSDIFF_MAX_JOBS (default 1: later jobs wait as 'queued'); a front end polls
     `get()` / `jobs()` and asks for `stop()`."""
 
-    def __init__(self, max_parallel: int | None = None) -> None:
+    def __init__(self, max_parallel: int | None = None, maps: tuple[str, ...] | None = None) -> None:
         n = max_parallel or int(os.environ.get("CNSDIFF_MAX_JOBS", "1") or 1)
         self.pool: TaskPool[Job] = TaskPool(n, name="job")
+        # the item maps computed and stored with each trained run (recorder.store_maps), so no
+        # explore page fits one while people click: CNSDIFF_RUN_MAPS, default "pca,umap"
+        # ("pca" skips the UMAP fit, e.g. on a very slow machine; the pages then fit it when asked)
+        self.maps = tuple(maps) if maps is not None else run_maps_from_env()
 
     # --- submitting ---------------------------------------------------------------------------
     def submit(self, configs: list[TrainConfig], title: str = "", tag: str = "",
@@ -145,7 +160,10 @@ class JobManager:
     # --- the thread -------------------------------------------------------------------------------
     def _on_event(self, job: Job, idx: int, sampler: str, event: Event) -> None:
         with job.lock:
-            if isinstance(event, Started):
+            if isinstance(event, MapsProgress):
+                job.note = event.note
+            elif isinstance(event, Started):
+                job.note = ""
                 job.device, job.epochs = event.device, event.epochs
                 job.epoch, job.batch, job.eta_s, job.run_started = event.start_epoch, 0, None, time.time()
             elif isinstance(event, BatchDone):
@@ -203,14 +221,15 @@ class JobManager:
             n_created = len(job.run_ids)
             try:
                 if job.resume_id:
-                    _, res = resume_run(job.resume_id, store_, [callback], job.stop_event.is_set)
+                    _, res = resume_run(job.resume_id, store_, [callback], job.stop_event.is_set, maps=self.maps)
                     rid = job.resume_id
                 else:
                     key = (cfg.dataset, cfg.shift, cfg.data_seed)
                     if key not in data_cache:
                         data_cache[key] = load_dataset(*key[:2], seed=key[2])
                     rid, res = train_and_store(cfg, store_, [callback], job.stop_event.is_set,
-                                               data=data_cache[key], on_created=self._created(job))
+                                               data=data_cache[key], on_created=self._created(job),
+                                               maps=self.maps)
                 outcome = {"run_id": rid, "sampler": cfg.sampler, "status": res.status, "message": res.message}
             except Exception as exc:  # shown to the user; the run (if created) is marked failed
                 if isinstance(exc, (ValueError, RuntimeError)):  # the engine's one-sentence errors
@@ -246,5 +265,7 @@ def job_progress_text(job: dict) -> str:
         return (f"{job['current']} of {job['n_runs']} trials finished · trial in training: epoch {job['epoch']}/"
                 f"{job['epochs']} · batch {job['batch']}/{job['n_batches']}")
     which = job["samplers"][job["current"]] if job["samplers"] else "?"
+    if job.get("note"):  # trained; its maps are being computed and stored with it
+        return f"run {job['current'] + 1}/{job['n_runs']} ({which}) trained · maps: {job['note']} (stored with the run)"
     return (f"run {job['current'] + 1}/{job['n_runs']} ({which}) · epoch {job['epoch']}/{job['epochs']} "
             f"· batch {job['batch']}/{job['n_batches']} · ETA {format_eta(job['eta_s'])}")

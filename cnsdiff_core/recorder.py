@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, TrainConfig
-from .events import BestSelected, Checkpoint, EpochDone, Event, Finished, Snapshot, Started
+from .events import BestSelected, Checkpoint, EpochDone, Event, Finished, MapsProgress, Snapshot, Started
 from .runs import RUNS_ENV, Run, RunInfo, RunStore, StoreError, write_csv, write_json, write_npz, write_torch
 
 
@@ -129,10 +129,14 @@ class RunWriter:
 
 def train_and_store(cfg: TrainConfig, store: RunStore | None = None, callbacks: Iterable = (),
                     should_stop: Callable[[], bool | str] | None = None, data=None,
-                    on_created: Callable[[str], None] | None = None, meta: dict | None = None):
+                    on_created: Callable[[str], None] | None = None, meta: dict | None = None,
+                    maps: tuple[str, ...] = ()):
     """Load the data, train, and write the run. Returns (run_id, TrainResult).
 
     meta: extra keys for status.json (a tuning trial records {"tune": {study, trial, ...}}).
+    maps: 2-D item maps ('pca', 'umap') to compute and store with the run once it has trained, so
+    the explore pages never fit one while people click (callbacks get MapsProgress events). The
+    app's jobs and the `train` command ask for both; tuning trials and grid cells for none.
     A failure (bad data, NaN loss) marks the run 'failed' with the message and re-raises."""
     from .data import load_dataset, shift_report
     from .train import Trainer
@@ -154,12 +158,14 @@ def train_and_store(cfg: TrainConfig, store: RunStore | None = None, callbacks: 
     except Exception as exc:  # any failure is recorded on the run, then raised as it was
         writer.fail_quietly(exc)
         raise
+    store_maps(store, writer.run_id, result, maps, callbacks, should_stop)
     return writer.run_id, result
 
 
 def resume_run(run_id: str, store: RunStore | None = None, callbacks: Iterable = (),
-               should_stop: Callable[[], bool] | None = None):
-    """Continue an interrupted or stopped run from its last checkpoint, in the same folder."""
+               should_stop: Callable[[], bool] | None = None, maps: tuple[str, ...] = ()):
+    """Continue an interrupted or stopped run from its last checkpoint, in the same folder
+    (maps: as for train_and_store)."""
     from .data import load_dataset
     from .train import Trainer
 
@@ -183,7 +189,33 @@ def resume_run(run_id: str, store: RunStore | None = None, callbacks: Iterable =
     except Exception as exc:  # any failure is recorded on the run, then raised as it was
         writer.fail_quietly(exc)
         raise
+    store_maps(store, run_id, result, maps, callbacks, should_stop)
     return run_id, result
+
+
+def store_maps(store: RunStore, run_id: str, result, maps: tuple[str, ...], callbacks: Iterable = (),
+               should_stop: Callable[[], bool | str] | None = None) -> list[str]:
+    """Compute the run's 2-D item maps and store them in its folder (stored_maps). Only for a run
+    that has embeddings and was not stopped by request; a map that fails is logged and left to the
+    explore pages (the run itself is complete without it). Returns the methods stored."""
+    import logging
+
+    from .stored_maps import save_projections
+
+    if not maps or result.user_emb is None or (should_stop is not None and should_stop()):
+        return []
+    callbacks = list(callbacks)
+
+    def progress(note: str) -> None:
+        for cb in callbacks:
+            cb(MapsProgress(note))
+
+    try:
+        return save_projections(store.load(run_id), tuple(maps), progress)
+    except Exception as exc:  # never lose a trained run over its map
+        logging.getLogger(__name__).warning("maps of run %s not stored: %s", run_id, exc)
+        progress(f"maps not stored ({exc}); the explore pages fit them when asked")
+        return []
 
 
 def _best_so_far(run: Run, cfg: TrainConfig) -> tuple[dict | None, dict | None]:

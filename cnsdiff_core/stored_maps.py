@@ -1,5 +1,8 @@
-"""2-D maps stored in a run folder by the workshop bundle (`bundle.precompute_bundle`), so the
-explore pages never fit a map or compile UMAP while people wait.
+"""2-D maps stored in a run folder, so the explore pages never fit a map or compile UMAP while
+people click. They are written once per run: by the run's own job when it finishes (the app's
+training jobs and `python -m cnsdiff_core train`, `recorder.train_and_store(maps=...)`), by the
+workshop bundle (`bundle.precompute_bundle`), or, for a run made before maps were stored, by the
+first page that fits one (`explore.ItemMaps`), for every later session and process.
 
   projection_pca.npz   item coordinates and the PCA's mean / components (an exact transform)
   projection_umap.npz  item coordinates of a cosine UMAP, and the exact UMAP placement of the run's
@@ -25,6 +28,16 @@ PROJECTION_FILES = {"pca": "projection_pca.npz", "umap": "projection_umap.npz"}
 
 UMAP_NEIGHBORS = 15
 
+def parse_maps(text: str) -> tuple[str, ...]:
+    """'pca,umap', 'pca', 'umap' or 'none' (a --maps value, CNSDIFF_RUN_MAPS) as a tuple of methods."""
+    parts = tuple(dict.fromkeys(p.strip().lower() for p in str(text).split(",") if p.strip()))
+    if parts in ((), ("none",)):
+        return ()
+    bad = [p for p in parts if p not in PROJECTION_FILES]
+    if bad:
+        raise ValueError(f"map {bad[0]!r} is unknown; use pca, umap, pca,umap or none")
+    return parts
+
 def fingerprint(item_emb: np.ndarray) -> str:
     """Identifies the embeddings a map was fitted on (a map is used only for those)."""
     arr = np.ascontiguousarray(np.asarray(item_emb, dtype=np.float32))
@@ -34,35 +47,47 @@ def _vec_key(vec: np.ndarray) -> str:
     arr = np.ascontiguousarray(np.asarray(vec, dtype=np.float32))
     return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()
 
-def save_projections(run, methods=("pca", "umap")) -> list[str]:
-    """Fit the run's item maps and store them next to its embeddings; returns the methods done."""
+def save_projections(run, methods=("pca", "umap"), progress=None) -> list[str]:
+    """Fit the run's item maps and store them next to its embeddings; returns the methods done.
+    progress(note) is told what is being done (UMAP compiles with numba on first use)."""
     from .projection import warm_umap
-    from .runs import write_npz
 
     _, item_emb = run.embeddings()
-    fp = np.array(fingerprint(item_emb))
     done = []
     for method in methods:
         if method == "umap":
+            if progress:
+                progress("compiling UMAP")
             warm_umap()
-        proj = fit_item_map(item_emb, method)
-        arrays = {"method": np.array(method), "fingerprint": fp,
-                  "coords": np.asarray(proj.embedding_, dtype=np.float32),
-                  "n_neighbors": np.array(proj.n_neighbors)}
-        if method == "pca":
-            arrays["mean"] = np.asarray(proj.model_.mean_, dtype=np.float32)
-            arrays["components"] = np.asarray(proj.model_.components_, dtype=np.float32)
-        else:  # the exact UMAP transform of the stored synthesized negatives (negatives map)
-            k = 0
-            for key, arr in run.negatives("best").items():
-                if key.startswith("_") or parse_series_key(key)[0] not in SYNTHESIZING or "vec" not in arr:
-                    continue
-                arrays[f"known_{k}_key"] = np.array(_vec_key(arr["vec"]))
-                arrays[f"known_{k}_xy"] = proj.transform(arr["vec"]).astype(np.float32)
-                k += 1
-        write_npz(run.path / PROJECTION_FILES[method], arrays)
+        if progress:
+            progress(f"fitting the {method.upper()} map")
+        store_projection(run.path, method, fit_item_map(item_emb, method), item_emb, run.negatives("best"))
         done.append(method)
     return done
+
+def store_projection(run_path, method: str, proj, item_emb: np.ndarray, negatives: dict | None = None) -> Path:
+    """Write one fitted map (an `EmbeddingProjection`) into a run folder, atomically. For UMAP the
+    exact transform of the run's stored synthesized negatives (`negatives`: Run.negatives('best'))
+    is stored with it, for the negatives map."""
+    from .runs import write_npz
+
+    arrays = {"method": np.array(method), "fingerprint": np.array(fingerprint(item_emb)),
+              "coords": np.asarray(proj.embedding_, dtype=np.float32),
+              "n_neighbors": np.array(proj.n_neighbors)}
+    if method == "pca":
+        arrays["mean"] = np.asarray(proj.model_.mean_, dtype=np.float32)
+        arrays["components"] = np.asarray(proj.model_.components_, dtype=np.float32)
+    else:
+        k = 0
+        for key, arr in (negatives or {}).items():
+            if key.startswith("_") or parse_series_key(key)[0] not in SYNTHESIZING or "vec" not in arr:
+                continue
+            arrays[f"known_{k}_key"] = np.array(_vec_key(arr["vec"]))
+            arrays[f"known_{k}_xy"] = proj.transform(arr["vec"]).astype(np.float32)
+            k += 1
+    path = Path(run_path) / PROJECTION_FILES[method]
+    write_npz(path, arrays)
+    return path
 
 class StoredProjection:
     """A 2-D map read from a run folder, with the interface the app's map code (ui/maps.py) uses of an

@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+# runs trained by the app's jobs store their PCA map only: UMAP's numba compile would add tens of
+# seconds to every test that trains through a job (test_tasks checks the default, both maps, as slow)
+os.environ.setdefault("CNSDIFF_RUN_MAPS", "pca")
 os.environ.setdefault("CNSDIFF_RUNS", os.path.join(os.path.dirname(__file__), "..", "test-artifacts", "runs"))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import time
 import zipfile
 from pathlib import Path
 
@@ -169,6 +170,69 @@ def test_map_job_uses_the_stored_maps(bundle, monkeypatch):
         assert job.effective("umap") == "umap" and job.coords("umap").shape == (items.shape[0], 2)
     finally:
         umap_file.unlink()
+
+
+def test_an_older_runs_umap_is_fitted_once_and_stored_for_every_later_session(bundle, tmp_path, monkeypatch):
+    """A run trained before maps were stored with runs: the first page that asks fits UMAP in the
+    background, stores it in the run folder, and a new process (a fresh ItemMaps) reuses it."""
+    from cnsdiff_core import explore as ex
+    from cnsdiff_core.explore import maps
+    from cnsdiff_core.projection import fit_item_map
+
+    root, _ = bundle
+    src = RunStore(root).load([i for i in RunStore(root).list_runs() if i.config.get("sampler") == "cnsdiff"][0].run_id)
+    shutil.copytree(src.path, tmp_path / "runs" / src.run_id)
+    run = RunStore(tmp_path / "runs").load(src.run_id)
+    items = run.embeddings()[1]
+    fits = []
+
+    def quick_fit(emb, method, **kw):  # a PCA stands in for the numba UMAP: the storing is the point
+        fits.append(method)
+        proj = fit_item_map(emb, "pca")
+        proj.n_neighbors = 15
+        return proj
+
+    monkeypatch.setattr(maps, "fit_item_map", quick_fit)
+    monkeypatch.setattr(maps, "warm_umap", lambda: None)
+    first = ex.ItemMaps(items, run.path)
+    assert not first.precomputed and first.status is None
+    first.start_umap()
+    deadline = time.time() + 60
+    while first.status != "finished" and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.status == "finished" and "stored with the run" in first.task.message
+    assert (run.path / "projection_umap.npz").is_file() and fits == ["umap"]
+    later = ex.ItemMaps(items, run.path)  # another session or process
+    later.start_umap()
+    assert later.precomputed and later.task is None and fits == ["umap"]
+    np.testing.assert_allclose(later.coords("umap"), first.coords("umap"), atol=1e-6)
+    # the run's synthesized negatives keep their exact placement
+    from cnsdiff_core.diagnostics import parse_series_key
+    from cnsdiff_core.samplers import SYNTHESIZING
+
+    neg = next(a["vec"] for k, a in run.negatives("best").items()
+               if not k.startswith("_") and "vec" in a and parse_series_key(k)[0] in SYNTHESIZING)
+    np.testing.assert_allclose(later.projection("umap").transform(neg), first.projection("umap").transform(neg),
+                               atol=1e-5)
+
+
+def test_a_map_that_cannot_be_stored_stays_in_memory(bundle, tmp_path, monkeypatch):
+    from cnsdiff_core import explore as ex
+    from cnsdiff_core.explore import maps
+    from cnsdiff_core.projection import fit_item_map
+
+    root, _ = bundle
+    run = RunStore(root).load(RunStore(root).list_runs()[0].run_id)
+    monkeypatch.setattr(maps, "fit_item_map", lambda emb, method, **kw: fit_item_map(emb, "pca"))
+    monkeypatch.setattr(maps, "warm_umap", lambda: None)
+    monkeypatch.setattr(maps, "store_projection", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+    job = ex.ItemMaps(run.embeddings()[1], run.path)
+    job.start_umap()
+    deadline = time.time() + 60
+    while job.status != "finished" and time.time() < deadline:
+        time.sleep(0.05)
+    assert job.status == "finished" and "stored" not in job.task.message
+    assert job.effective("umap") == "umap" and not (run.path / "projection_umap.npz").exists()
 
 
 def test_read_only_every_page_says_so_and_offers_no_training(bundle, monkeypatch):

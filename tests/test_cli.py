@@ -23,7 +23,7 @@ def cli(*args, env_extra=None, check=True):
 def test_train_json_summary_and_runs_listing(tmp_path):
     env = {"CNSDIFF_RUNS": str(tmp_path / "runs")}
     out = cli("train", "--dataset", "sample", "--shift", "popularity", "--sampler", "rns,cnsdiff",
-              "--preset", "demo", "--epochs", "2", "--json", env_extra=env)
+              "--preset", "demo", "--epochs", "2", "--json", "--maps", "pca", env_extra=env)
     lines = [json.loads(x) for x in out.stdout.strip().splitlines()]
     assert [x["sampler"] for x in lines] == ["rns", "cnsdiff"]
     last = lines[-1]
@@ -43,6 +43,17 @@ def test_train_json_summary_and_runs_listing(tmp_path):
     assert "batch" in out.stderr  # the progress bar goes to stderr
     listed = cli("runs", env_extra=env).stdout
     assert last["run_id"] in listed and lines[0]["run_id"] in listed
+    # each run's map is stored with it once trained (--maps pca: the UMAP compile is left out here)
+    folder = tmp_path / "runs" / last["run_id"]
+    assert (folder / "projection_pca.npz").is_file() and not (folder / "projection_umap.npz").exists()
+    assert "maps: fitting the PCA map" in out.stderr
+
+
+def test_train_rejects_an_unknown_map_in_one_sentence(tmp_path):
+    out = cli("train", "--dataset", "sample", "--maps", "pca,tsne", check=False,
+              env_extra={"CNSDIFF_RUNS": str(tmp_path / "runs")})
+    assert out.returncode == 2 and "map 'tsne' is unknown" in out.stderr
+    assert not (tmp_path / "runs").exists()  # nothing trained
 
 
 def test_bad_input_is_one_sentence_not_a_traceback(tmp_path):
@@ -72,7 +83,7 @@ def test_import_registers_a_dataset_and_never_overwrites(tmp_path):
     listing = cli("datasets", env_extra=env).stdout
     assert any(line.startswith("mine\timported") for line in listing.splitlines())
     trained = cli("train", "--dataset", "mine", "--sampler", "rns", "--preset", "demo", "--epochs", "1", "--json",
-                  env_extra=env)
+                  "--maps", "none", env_extra=env)
     assert json.loads(trained.stdout.strip().splitlines()[-1])["dataset"] == "mine"
     forced = cli("import", str(ROOT / "sample_data" / "examples" / "ratings.inter"), "--name", "mine", "--force",
                  env_extra=env)

@@ -98,7 +98,7 @@ def test_a_killed_run_is_interrupted_and_resumes_to_completion(tmp_path, capsys)
     assert res.status == "stopped"
     assert store.info(info.run_id).status == "stopped"
     # ... and the command line continues the stopped run to completion
-    code, out, err = cli(capsys, "resume", info.run_id, runs=runs)
+    code, out, err = cli(capsys, "resume", info.run_id, "--maps", "none", runs=runs)
     assert code == 0, err
     assert "finished" in out
     final = store.info(info.run_id)

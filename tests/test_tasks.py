@@ -106,7 +106,7 @@ def test_a_training_job_is_a_task_and_reports_the_engines_message(tmp_path):
 
 
 def test_a_training_job_trains_and_stores_its_run(tmp_path):
-    manager = JobManager(max_parallel=1)
+    manager = JobManager(max_parallel=1, maps=("pca",))
     cfg = preset_config("demo", sampler="rns", epochs=1, probe_triples=50, device="cpu")
     job_id = manager.submit([cfg], tag="t", store_root=tmp_path / "runs")
     wait(manager.pool.get(job_id), timeout=120)
@@ -115,3 +115,34 @@ def test_a_training_job_trains_and_stores_its_run(tmp_path):
     assert len(snap["run_ids"]) == 1 and snap["outcomes"][0]["status"] == "finished"
     assert snap["losses"] and snap["valid"][0]["epoch"] == 1 and snap["epochs"] == 1
     assert (tmp_path / "runs" / snap["run_ids"][0] / "final.json").is_file()
+    # the run's map is part of its job: stored with the run, announced while it was computed
+    assert (tmp_path / "runs" / snap["run_ids"][0] / "projection_pca.npz").is_file()
+    assert snap["note"] == "fitting the PCA map"
+
+
+def test_the_maps_a_job_stores_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv("CNSDIFF_RUN_MAPS", raising=False)
+    assert JobManager(max_parallel=1).maps == ("pca", "umap")  # the default: both, with every run
+    monkeypatch.setenv("CNSDIFF_RUN_MAPS", "none")
+    assert JobManager(max_parallel=1).maps == ()
+    monkeypatch.setenv("CNSDIFF_RUN_MAPS", "pca,umap3d")
+    with pytest.raises(ValueError, match="CNSDIFF_RUN_MAPS='pca,umap3d'.*'umap3d' is unknown"):
+        JobManager(max_parallel=1)
+
+
+@pytest.mark.slow  # compiles UMAP (numba)
+def test_a_job_stores_both_maps_and_the_explore_pages_fit_nothing(tmp_path):
+    from cnsdiff_core import explore as ex
+    from cnsdiff_core.runs import RunStore
+
+    manager = JobManager(max_parallel=1, maps=("pca", "umap"))
+    cfg = preset_config("demo", sampler="cnsdiff", epochs=1, probe_triples=50, device="cpu")
+    job_id = manager.submit([cfg], store_root=tmp_path / "runs")
+    wait(manager.pool.get(job_id), timeout=600)
+    snap = manager.get(job_id)
+    assert snap["status"] == "finished", snap["message"]
+    run = RunStore(tmp_path / "runs").load(snap["run_ids"][0])
+    job = ex.ItemMaps(run.embeddings()[1], run.path)
+    assert job.precomputed and job.status == Status.FINISHED
+    job.start_umap()
+    assert job.task is None  # nothing fitted: the stored map is used

@@ -1,5 +1,5 @@
 """2-D maps of a run's items on the explore pages: one ItemMaps per run shared by every session
-(PCA at once, UMAP as a background task), the PCA / UMAP picker with its task panel, and the
+(the maps stored with the run; for an older run PCA at once and UMAP fitted once in the background), the PCA / UMAP picker with its task panel, and the
 negatives, items and trajectory states placed on the map (cached per run key and method)."""
 from __future__ import annotations
 
@@ -28,14 +28,17 @@ def map_job(run_id: str) -> ex.ItemMaps:
 
 
 def map_method_picker(job: ex.ItemMaps, key: str, auto_key: str) -> str:
-    """PCA / UMAP choice; UMAP is offered once the background fit is ready. The task panel polls
-    the fit every second while it runs and reruns the page when it is done."""
+    """PCA / UMAP choice. A run's maps are normally stored with it when it finishes training; a run
+    made before that gets its UMAP fitted once, in the background with its progress shown, and
+    stored with the run for every later session (the task panel polls it every second)."""
     c_auto, c_method, c_status = st.columns([1.3, 1.2, 2], vertical_alignment="center")
-    auto = c_auto.toggle("Fit UMAP in the background", value=True, key=auto_key,
-                         help="UMAP (cosine) compiles and fits in a background thread, once per run "
-                              "for everyone; PCA shows meanwhile.")
-    if auto:
-        job.start_umap()
+    if not job.precomputed:
+        auto = c_auto.toggle("Compute this run's UMAP", value=True, key=auto_key,
+                             help="This run has no stored UMAP map (it was trained before maps were stored "
+                                  "with runs). UMAP (cosine) is fitted once in the background and stored with "
+                                  "the run for everyone; PCA shows meanwhile.")
+        if auto:
+            job.start_umap()
     options = ["pca", "umap"] if job.status == Status.FINISHED else ["pca"]
     if st.session_state.get(key) not in options:
         st.session_state[key] = "pca"
@@ -45,9 +48,8 @@ def map_method_picker(job: ex.ItemMaps, key: str, auto_key: str) -> str:
         if job.status == Status.FAILED:
             st.caption(f"UMAP failed ({job.task.message}); PCA is shown.")
         elif job.status == Status.FINISHED and job.precomputed:
-            st.caption("UMAP precomputed with the workshop bundle: the run's stored negatives sit at their "
-                       "exact UMAP transform; other vectors (trajectories) at the weighted mean of their "
-                       f"{job.umap.n_neighbors} nearest items.")
+            st.caption("UMAP stored with the run: its stored negatives sit at their exact UMAP transform; other "
+                       f"vectors (trajectories) at the weighted mean of their {job.umap.n_neighbors} nearest items.")
         elif job.status == Status.FINISHED:
             st.caption(f"UMAP ready ({job.task.message}); synthesized points use its transform.")
         elif job.task is not None:
@@ -58,7 +60,8 @@ def map_method_picker(job: ex.ItemMaps, key: str, auto_key: str) -> str:
 def _umap_progress(tasks: list) -> None:
     task = tasks[0]
     if task.active:
-        st.caption(f"⏳ UMAP {task.note or 'waiting for another fit'} in the background ({task.seconds:.0f} s); "
+        note = task.note or "waiting for another fit"
+        st.caption(f"⏳ This run's UMAP map, fitted once and stored with the run: {note} ({task.seconds:.0f} s); "
                    "PCA meanwhile.")
 
 

@@ -1,6 +1,7 @@
 """The Negatives map: 2-D maps fitted on the items, everything else placed with `transform`."""
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Mapping
@@ -8,7 +9,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..stored_maps import StoredProjection, load_projection
+from ..stored_maps import StoredProjection, load_projection, store_projection
 from ..data.dataset import Dataset
 from ..projection import EmbeddingProjection, fit_item_map, warm_umap
 from ..tasks import Status, Task, TaskPool
@@ -73,17 +74,22 @@ def positives_frame(data: Dataset, item_coords: np.ndarray, user: int) -> pd.Dat
     return pd.concat(parts, ignore_index=True)
 
 
+_log = logging.getLogger(__name__)
+
 # UMAP fits (numba compile once per process, then a fit per run) share the process's CPUs.
 MAP_FITS: TaskPool[Task] = TaskPool(2, name="map")
 
 
 class ItemMaps:
-    """The 2-D maps of one run's items: PCA fitted at once, UMAP (cosine) fitted as a background
-    task (`start_umap`; after `warm_umap()`). Maps stored in the run folder by `python -m
-    cnsdiff_core precompute` are loaded instead of fitted."""
+    """The 2-D maps of one run's items. Maps stored in the run folder (by the run's job when it
+    finished, or by the workshop bundle) are loaded and nothing is fitted. A run made before maps
+    were stored gets PCA at once and UMAP (cosine) as a background task (`start_umap`; after
+    `warm_umap()`), which then stores it in the run folder: it is fitted once, for every session
+    and every later process."""
 
     def __init__(self, item_emb: np.ndarray, run_path: Path | None = None, label: str = "") -> None:
         self.item_emb, self.label = item_emb, label
+        self.run_path = Path(run_path) if run_path is not None else None
         stored_pca = load_projection(run_path, "pca", item_emb) if run_path is not None else None
         self.pca = stored_pca or fit_item_map(item_emb, "pca")
         self.umap: EmbeddingProjection | StoredProjection | None = (
@@ -102,8 +108,26 @@ class ItemMaps:
         task.progress(note="compiling UMAP")
         warm_umap()
         task.progress(note="fitting UMAP")
-        self.umap = fit_item_map(self.item_emb, "umap")
-        return f"fitted in {task.seconds:.0f} s"
+        umap = fit_item_map(self.item_emb, "umap")
+        saved = self._store(umap, task)
+        self.umap = umap
+        return f"fitted in {task.seconds:.0f} s" + ("; stored with the run" if saved else "")
+
+    def _store(self, proj: EmbeddingProjection, task: Task) -> bool:
+        """Keep a fitted UMAP in the run folder for later sessions and processes. A folder that
+        cannot be written (read-only bundle, full disk) keeps the map in memory only."""
+        if self.run_path is None:
+            return False
+        from ..runs import RunStore
+
+        task.progress(note="storing the map with the run")
+        try:
+            run = RunStore(self.run_path.parent).load(self.run_path.name)
+            store_projection(self.run_path, "umap", proj, self.item_emb, run.negatives("best"))
+            return True
+        except (OSError, ValueError, RuntimeError) as exc:
+            _log.warning("UMAP map of %s not stored: %s", self.run_path, exc)
+            return False
 
     @property
     def status(self) -> Status | None:
