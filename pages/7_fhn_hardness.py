@@ -24,7 +24,7 @@ if not run_ids:
     st.stop()
 
 keys = tuple(cache.run_key(r) for r in run_ids)  # every cached figure of the page is keyed by these
-curves = ex.fhn_curves({r: cache.diagnostics(r) for r in run_ids})
+curves = cache.built("fhn_curves", keys, lambda: ex.fhn_curves({r: cache.diagnostics(r) for r in run_ids}))
 if curves.empty:
     st.warning("The chosen runs have no diagnostics yet (diagnostics.csv is empty).")
     st.stop()
@@ -76,7 +76,8 @@ else:
 if not has_truth:
     st.caption("Ground-truth FHN appears for runs on synthetic worlds (the sample world or synthetic:…).")
 
-table = ex.fhn_table({r: (cache.diagnostics(r), cache.best_epoch(r)) for r in run_ids})
+table = cache.built("fhn_table", keys,
+                    lambda: ex.fhn_table({r: (cache.diagnostics(r), cache.best_epoch(r)) for r in run_ids}))
 if not table.empty:
     st.subheader("At the selected epoch")
     st.dataframe(table[table["series"].isin(set(series) | set(table.loc[table["vector"] == "negative", "series"]))],
@@ -85,15 +86,16 @@ if not table.empty:
                      help="share resolving to the user's own training positive")})
 
 # --- hardness and score distributions at the selected epoch ---------------------------------------------
-samples = ex.hardness_samples({r: cache.negatives(r) for r in run_ids})
-if samples.empty:
+all_samples = cache.built("fhn_samples", keys, lambda: ex.hardness_samples({r: cache.negatives(r) for r in run_ids}))
+if all_samples.empty:
     st.info("The chosen runs stored no probe negatives, so no distributions can be drawn.")
 else:
-    samples = samples[samples["series"].isin(series + ["positive"])]
+    samples = cache.built("fhn_samples_shown", (keys, tuple(series)),
+                          lambda: all_samples[all_samples["series"].isin(series + ["positive"])])
     st.subheader("Hardness at the selected epoch")
     st.caption("hardness = s(u, negative) − s(u, positive); above 0 the negative outscores the positive.")
     kind = st.radio("Plot", ["box", "violin"], key="fhn_kind", horizontal=True)
-    negs = samples[samples["series"] != "positive"]
+    negs = cache.built("fhn_negatives_shown", (keys, tuple(series)), lambda: samples[samples["series"] != "positive"])
     st.plotly_chart(cache.built("fhn_hardness", (keys, kind, tuple(series)),
                                 lambda: figures.hardness_figure(negs, kind, colors, multi)), key="fhn_hardness")
 
@@ -111,10 +113,11 @@ else:
         return hist
 
     st.plotly_chart(cache.built("fhn_hist", (keys, tuple(series), tuple(pick)), hist_figure), key="fhn_hist")
-    summary = (negs.groupby(["run", "series"])
-               .agg(n=("hardness", "size"), hardness_mean=("hardness", "mean"),
-                    hardness_median=("hardness", "median"), fhn=("fhn", "mean"), nn_dist=("nn_dist", "mean"))
-               .reset_index())
+    summary = cache.built("fhn_hardness_summary", (keys, tuple(series)), lambda: (
+        negs.groupby(["run", "series"])
+        .agg(n=("hardness", "size"), hardness_mean=("hardness", "mean"), hardness_median=("hardness", "median"),
+             fhn=("fhn", "mean"), nn_dist=("nn_dist", "mean"))
+        .reset_index()))
     st.dataframe(summary, hide_index=True, key="fhn_summary")
     st.download_button("Download per-triple negatives (CSV)", data.csv_later(samples), file_name="negatives_hardness.csv",
                        mime="text/csv", key="fhn_dl_samples")

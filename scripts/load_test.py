@@ -70,15 +70,22 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, runs: Path, log_path: Path) -> None:
+    """`streamlit run app.py` on a free loopback port over a run store (read-only by default, as
+    a workshop serves it), in its own process group."""
+
+    def __init__(self, runs: Path, log_path: Path, read_only: bool = True) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(log_path, "w")
-        env = dict(os.environ, CNSDIFF_RUNS=str(runs), CNSDIFF_READ_ONLY="1", PYTHONUNBUFFERED="1")
+        env = dict(os.environ, CNSDIFF_RUNS=str(runs), PYTHONUNBUFFERED="1")
+        if read_only:
+            env["CNSDIFF_READ_ONLY"] = "1"
+        else:
+            env.pop("CNSDIFF_READ_ONLY", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
              "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none", "--", "--read-only"],
+             "--server.fileWatcherType", "none", *(["--", "--read-only"] if read_only else [])],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_healthy(self, timeout: float = 90) -> None:

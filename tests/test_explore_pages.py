@@ -473,3 +473,20 @@ def test_map_figure_by_environment_sends_one_webgl_trace_per_environment():
         assert "%{customdata}" in t["hovertemplate"] and t["name"][-2:] in t["hovertemplate"]
     picked = figures.selected_rows({"selection": {"points": [{"curve_number": 1, "point_index": 0}]}}, registry)
     assert picked["items"] == [registry[1][1][0]]
+
+
+def test_cached_figures_come_back_as_finished_specs():
+    """cache.built keeps a figure as its encoded spec: a rerun that draws it again neither validates
+    nor re-encodes it (the FHN page's reruns spent most of their time there)."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    from ui import cache
+    from ui.figures.maps import SpecFigure
+
+    fig = go.Figure(go.Scatter(x=np.arange(4.0), y=np.array([1.0, 3.0, 2.0, 4.0])))
+    out = cache.built("test_spec", (time.time(),), lambda: fig)
+    assert isinstance(out, SpecFigure) and out.to_dict()["data"][0]["type"] == "scatter"
+    assert out.to_dict() == fig.to_dict()
+    table, spec = cache.built("test_spec_pair", (time.time(),), lambda: ("rows", fig))
+    assert table == "rows" and isinstance(spec, SpecFigure)

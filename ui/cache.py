@@ -184,10 +184,26 @@ def device_info() -> dict:
 
 @st.cache_resource(show_spinner=False, max_entries=96)  # bounds the memory: a Food map figure is a few MB
 def _built(name: str, key: tuple, _build):
-    return _build()
+    out = _build()
+    if isinstance(out, tuple):
+        return tuple(_as_spec(x) for x in out)
+    return _as_spec(out)
+
+
+def _as_spec(obj):
+    """A Plotly figure as its finished spec (typed arrays encoded once), so a rerun that draws it
+    again neither validates nor re-encodes it; anything else as it is."""
+    import plotly.graph_objects as go
+
+    from .figures.maps import SpecFigure
+
+    if isinstance(obj, go.Figure) and not isinstance(obj, SpecFigure):
+        return SpecFigure(obj.to_dict())
+    return obj
 
 
 def built(name: str, key: tuple, build):
-    """What build() returns (a figure or spec), made once per (name, key) and shared read-only by
-    every session: key must hold everything it depends on (a run key and the parameters)."""
+    """What build() returns (a figure, a spec, a table), made once per (name, key) and shared
+    read-only by every session: key must hold everything it depends on (a run key and the
+    parameters). A figure comes back as its finished spec (read-only: draw it, do not update it)."""
     return _built(name, key, build)
