@@ -58,7 +58,7 @@ if curves:
     st.plotly_chart(figures.schedule_figure(table), key="lab_curves")
     with st.expander("Numbers"):
         st.dataframe(table, hide_index=True, key="lab_table")
-        st.download_button("Download curves (CSV)", data.csv_bytes(table), file_name="schedules.csv",
+        st.download_button("Download curves (CSV)", data.csv_later(table), file_name="schedules.csv",
                            mime="text/csv", key="lab_dl_curves")
 
 # --- refit only the denoiser ---------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def show_refit(job: ex.RefitTask) -> None:
     st.caption(f"Uniform sampling would give an FHN rate of {report['uniform_rate'].iloc[0]:.4f} on this probe.")
     loss = pd.DataFrame({"step": range(1, len(job.loss_curve) + 1), "loss": job.loss_curve})
     st.plotly_chart(px.line(loss, x="step", y="loss", height=260), key="lab_refit_loss")
-    st.download_button("Download per-step report (CSV)", data.csv_bytes(report), file_name="refit_report.csv",
+    st.download_button("Download per-step report (CSV)", data.csv_later(report), file_name="refit_report.csv",
                        mime="text/csv", key="lab_dl_report")
 
 

@@ -30,7 +30,7 @@ EXPLORE = [("pages/5_denoising.py", "denoising"), ("pages/6_negatives_map.py", "
 # Every page with the demo's runs, as a person sees it (docs/SCREENS.md describes each picture).
 DOC_PICTURES = ["home-demo-result.png", "page-data.png", "page-train.png", "compare-after-demo.png",
                 "page-denoising.png", "page-negatives-map.png", "page-fhn-hardness.png",
-                "page-schedule-lab.png"]
+                "page-schedule-lab.png", "page-tune.png"]
 # The explore pages with data: (url, title, picture, least number of charts drawn). The explore
 # pages come last and Denoising before Negatives map: their first visit starts the server's
 # background UMAP fit, which takes a core for minutes on a small machine.
@@ -38,7 +38,8 @@ WITH_DATA = [("data_and_shift", "Data & shift", "page-data.png", 1), ("train", "
              ("fhn_hardness", "FHN & hardness", "page-fhn-hardness.png", 1),
              ("schedule_lab", "Noise schedule lab", "page-schedule-lab.png", 1),
              ("denoising", "Denoising", "page-denoising.png", 1),
-             ("negatives_map", "Negatives map", "page-negatives-map.png", 1)]
+             ("negatives_map", "Negatives map", "page-negatives-map.png", 1),
+             ("tune", "Tune", "page-tune.png", 0)]
 
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
                                 reason="needs Debian's chromium and chromium-driver (scripts/setup.sh --with-browser)")

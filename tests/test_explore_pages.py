@@ -490,3 +490,61 @@ def test_cached_figures_come_back_as_finished_specs():
     assert out.to_dict() == fig.to_dict()
     table, spec = cache.built("test_spec_pair", (time.time(),), lambda: ("rows", fig))
     assert table == "rows" and isinstance(spec, SpecFigure)
+
+
+def test_the_spec_encoder_writes_what_plotlys_own_encoder_writes():
+    import copy
+
+    import numpy as np
+    from _plotly_utils.utils import convert_to_base64
+
+    from ui.figures.maps import _encode_arrays
+
+    rng = np.random.default_rng(0)
+    spec = {"data": [{"x": rng.normal(size=7).astype(np.float32), "y": rng.normal(size=7),
+                      "marker": {"size": np.arange(5, dtype=np.int64), "color": ["red", "blue"]},
+                      "customdata": rng.normal(size=(3, 2)), "text": "a", "ids": np.arange(3, dtype=np.int32)[::-1],
+                      "empty": np.zeros(0, np.float32), "big": np.array([2 ** 40], dtype=np.int64)}],
+            "layout": {"xaxis": {"range": np.array([0.0, 1.0])}, "height": 300},
+            "frames": [{"data": [{"x": np.arange(4, dtype=np.float32)[::2]}]}]}
+    ours, theirs = _encode_arrays(copy.deepcopy(spec)), copy.deepcopy(spec)
+    convert_to_base64(theirs)
+
+    def same(a, b):
+        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+            return np.array_equal(a, b)
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, (list, tuple)):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return a == b
+
+    assert same(ours, theirs)
+    assert ours["data"][0]["x"]["dtype"] == "f4" and ours["data"][0]["marker"]["size"]["dtype"] == "i1"
+
+
+def test_chain_lines_show_every_step_and_measure(store):
+    import base64
+
+    import numpy as np
+
+    from cnsdiff_core import explore as ex
+    from cnsdiff_core.data import load_dataset
+    from ui.figures.maps import CHAIN_MEASURES, chain_lines_figure
+    from ui.theme import step_colors
+
+    run = store["store"].load(store["ids"]["demo"])
+    cfg = run.config
+    data = load_dataset(cfg.dataset, cfg.shift, seed=cfg.data_seed)
+    user_emb, item_emb = run.embeddings()
+    user, pos = (int(v) for v in data.train[0])
+    traj = ex.denoising_trajectories(cfg, ex.run_denoiser(run), user_emb, item_emb, data, user, pos, seed=0)
+    spec = chain_lines_figure(traj, step_colors(traj.steps)).to_dict()
+    assert len(spec["data"]) == len(CHAIN_MEASURES) * len(traj.steps)
+    assert {t["yaxis"] for t in spec["data"]} == {"y", "y2", "y3"}
+    assert [t["name"] for t in spec["data"] if t["showlegend"]] == [f"s={s}" for s in traj.steps]
+    for i, (col, _) in enumerate(CHAIN_MEASURES):  # each panel's first line is step s's values by frame
+        trace = spec["data"][i * len(traj.steps)]
+        part = traj.table[traj.table["s"] == traj.steps[0]].sort_values("frame", kind="stable")
+        ys = np.frombuffer(base64.b64decode(trace["y"]["bdata"]), dtype=np.float64)
+        np.testing.assert_allclose(ys, part[col].to_numpy(float))

@@ -140,22 +140,45 @@ class SpecFigure(go.Figure):
         return self._spec
 
 
+_SHORT_TYPES = {"int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4", "uint32": "u4",
+                "float32": "f4", "float64": "f8"}  # plotly.js typed arrays (as _plotly_utils names them)
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _typed(v: np.ndarray) -> dict:
+    """One numpy array in Plotly's typed-array form, the bytes plotly's own encoder writes."""
+    import base64
+
+    v = np.ascontiguousarray(v)
+    out = {"dtype": _SHORT_TYPES[v.dtype.name], "bdata": base64.b64encode(v.tobytes()).decode("ascii")}
+    if v.ndim > 1:
+        out["shape"] = str(v.shape)[1:-1]
+    return out
+
+
 def _encode_arrays(spec: dict) -> dict:
-    """numpy arrays in the spec -> Plotly's typed-array form ({dtype, bdata}), as to_dict() does."""
-    try:
-        from _plotly_utils.utils import convert_to_base64
-    except ImportError:  # an older plotly: plain lists
-        def convert_to_base64(obj):
-            if isinstance(obj, dict):
-                for k, v in obj.items():
-                    if isinstance(v, np.ndarray):
-                        obj[k] = v.tolist()
-                    else:
-                        convert_to_base64(v)
-            elif isinstance(obj, list):
-                for v in obj:
-                    convert_to_base64(v)
-    convert_to_base64(spec)
+    """numpy arrays in the spec -> Plotly's typed-array form ({dtype, bdata}), as to_dict() does,
+    in place. Plain numeric arrays are encoded here directly (plotly's encoder copies and inspects
+    each one: most of a trajectory spec's build time); anything else goes through plotly's own."""
+    from _plotly_utils.utils import is_homogeneous_array, is_skipped_key, to_typed_array_spec
+
+    def walk(obj) -> None:
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                if isinstance(value, _PLAIN) or is_skipped_key(key):
+                    continue
+                if isinstance(value, np.ndarray) and value.dtype.name in _SHORT_TYPES and value.size:
+                    obj[key] = _typed(value)
+                elif isinstance(value, (dict, list, tuple)):
+                    walk(value)
+                elif is_homogeneous_array(value):
+                    obj[key] = to_typed_array_spec(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                if not isinstance(value, _PLAIN):
+                    walk(value)
+
+    walk(spec)
     return spec
 
 
@@ -170,17 +193,36 @@ def trajectory_figure(spec: dict, frame: int) -> SpecFigure:
     return SpecFigure({"data": spec["data"] + moving, "layout": layout, "frames": spec["frames"]})
 
 
-def chain_lines_figure(traj: ex.Trajectories, colors: dict[int, str]) -> go.Figure:
-    """Hardness, cosine to the positive and norm along each chain, one line per step s."""
-    import plotly.express as px
+CHAIN_MEASURES = (("hardness", "hardness"), ("cos_to_pos", "cos to positive"), ("norm", "norm ‖z‖"))
 
-    long = traj.table.melt(id_vars=["s", "frame", "label"], value_vars=["hardness", "cos_to_pos", "norm"])
-    long["s"] = "s=" + long["s"].astype(str)
-    chart = px.line(long, x="frame", y="value", color="s", facet_row="variable", markers=True,
-                    hover_data=["label"], color_discrete_map={f"s={k}": v for k, v in colors.items()})
-    chart.update_yaxes(matches=None)
-    chart.update_layout(height=560)
-    return chart
+
+def chain_lines_figure(traj: ex.Trajectories, colors: dict[int, str]) -> SpecFigure:
+    """Hardness, cosine to the positive and norm along each chain, one line per step s, in three
+    stacked panels sharing the frame axis. Written as a finished spec (plotly express took about
+    a second per new user or seed to build the same chart)."""
+    table = traj.table
+    n = len(CHAIN_MEASURES)
+    gap = 0.06
+    height = (1.0 - gap * (n - 1)) / n
+    traces, layout = [], {"height": 560, "margin": {"l": 10, "r": 10, "t": 30, "b": 40},
+                          "legend": {"title": {"text": "step"}}, "hovermode": "closest"}
+    for row, (col, title) in enumerate(CHAIN_MEASURES):
+        ax = "" if row == 0 else str(row + 1)
+        top = 1.0 - row * (height + gap)
+        layout[f"yaxis{ax}"] = {"domain": [top - height, top], "title": {"text": title}, "anchor": f"x{ax}"}
+        layout[f"xaxis{ax}"] = {"anchor": f"y{ax}", "showticklabels": row == n - 1,
+                                "title": {"text": "frame" if row == n - 1 else ""}}
+        if row:
+            layout[f"xaxis{ax}"]["matches"] = "x"
+        for s in traj.steps:
+            part = table[table["s"] == s].sort_values("frame", kind="stable")
+            traces.append({"type": "scatter", "mode": "lines+markers", "name": f"s={s}", "legendgroup": str(s),
+                           "showlegend": row == 0, "xaxis": f"x{ax}", "yaxis": f"y{ax}",
+                           "line": {"color": colors[s]}, "marker": {"color": colors[s]},
+                           "x": part["frame"].to_numpy(np.float64), "y": part[col].to_numpy(np.float64),
+                           "text": part["label"].astype(str).tolist(),
+                           "hovertemplate": f"s={s} · %{{text}}<br>frame %{{x}}<br>{title} %{{y:.4f}}<extra></extra>"})
+    return SpecFigure(_encode_arrays({"data": traces, "layout": layout}))
 
 
 def map_figure(items: pd.DataFrame, overlay: pd.DataFrame, color_by: str, size_by_nn: bool,
