@@ -2,7 +2,6 @@
 synthesized for the probe's training triples, placed with the same fitted map (never refit)."""
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from cnsdiff_core import explore as ex
@@ -77,7 +76,9 @@ def build_view():
                         + np.where(overlay["layer"].isin(ex.SYNTHESIZING) | overlay["layer"].str.contains("@"),
                                    " · dist to nearest item/‖pos‖ " + overlay["nn_dist"].round(3).astype(str), ""))
 
-    fig, registry = figures.map_figure(items, overlay, color_by, size_nn, steps)
+    clouds = cache.built("negatives_map_items", (cache.run_key(run_id), method, color_by),
+                         lambda: figures.item_cloud_specs(items, color_by))  # the same for every user
+    fig, registry = figures.map_figure(items, overlay, color_by, size_nn, steps, clouds)
     return neg, overlay, fig, registry
 
 
@@ -122,14 +123,8 @@ if len(synth):
                 "embedding space, relative to the positive's norm; real-item negatives are at 0)")
     colors = theme.series_colors(list(synth["layer"].unique()))
 
-    def box_figure():
-        box = px.box(synth, x="layer", y="nn_dist", color="layer", color_discrete_map=colors, points="all")
-        box.update_layout(height=300, showlegend=False, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                          yaxis_title="distance to nearest item / ‖positive‖")
-        return box
-
-    st.plotly_chart(cache.built("negatives_nn_box", (cache.run_key(run_id), method, uid, tuple(chosen)), box_figure),
-                    key="map_nn_box")
+    st.plotly_chart(cache.built("negatives_nn_box", (cache.run_key(run_id), method, uid, tuple(chosen)),
+                                lambda: figures.nn_distance_boxes(synth, colors)), key="map_nn_box")
 
 c1, c2 = st.columns(2)
 c1.download_button("Download item coordinates (CSV)", data.csv_later(items), file_name=f"items_{method}_{run_id}.csv",

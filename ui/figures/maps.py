@@ -13,16 +13,17 @@ from cnsdiff_core import explore as ex
 from ..theme import CONTEXT_COLOR, ENV_GREYS, GREYS, POSITIVE_STYLE, TRAIN_POS_COLOR, sampler_style, step_colors
 
 
-def _item_clouds(items: pd.DataFrame, color_by: str = "none") -> list[tuple[go.Scattergl, np.ndarray]]:
-    """The item cloud as WebGL traces with their row labels: one trace, or one per environment
-    when coloured by environment (a colour per trace, not a colour string per item). Compact:
-    float32 coordinates, popularity as an int32 typed array shown by the hover template, so
-    the hover repeats no text per item beyond its id and title."""
+def item_cloud_specs(items: pd.DataFrame, color_by: str = "none") -> list[tuple[dict, np.ndarray]]:
+    """The item cloud as finished WebGL trace specs with their row labels: one trace, or one per
+    environment when coloured by environment (a colour per trace, not a colour string per item).
+    Compact: float32 coordinates, popularity as an int32 typed array shown by the hover template,
+    so the hover repeats no text per item beyond its id and title. Depends only on the map and the
+    colouring: pages build it once per run and map and share it across users."""
     label = items["item_id"].astype(str) + np.where(items["title"].astype(str) != "", " · " + items["title"].astype(str), "")
     marker: dict = {"size": 5, "opacity": 0.55, "color": CONTEXT_COLOR}
     if color_by == "popularity":
         marker |= {"color": items["log_popularity"].to_numpy(np.float32), "colorscale": GREYS, "showscale": True,
-                   "colorbar": {"title": "log10(1+pop)", "thickness": 10, "x": 1.02}}
+                   "colorbar": {"title": {"text": "log10(1+pop)"}, "thickness": 10, "x": 1.02}}
     groups = [("items", items.index.to_numpy(), marker, "")]
     if color_by == "environment":
         envs = sorted(items["environment"].unique())
@@ -31,16 +32,16 @@ def _item_clouds(items: pd.DataFrame, color_by: str = "none") -> list[tuple[go.S
     out = []
     for name, rows, mk, suffix in groups:
         sub = items.loc[rows]
-        out.append((go.Scattergl(x=sub["x"].to_numpy(np.float32), y=sub["y"].to_numpy(np.float32), mode="markers",
-                                 marker=mk, name=name, hovertext=label.loc[rows].to_numpy(),
-                                 customdata=sub["popularity"].to_numpy(np.int32),
-                                 hovertemplate=f"%{{hovertext}} · popularity %{{customdata}}{suffix}<extra></extra>"),
-                    rows))
+        trace = {"type": "scattergl", "x": sub["x"].to_numpy(np.float32), "y": sub["y"].to_numpy(np.float32),
+                 "mode": "markers", "marker": dict(mk), "name": name, "hovertext": label.loc[rows].tolist(),
+                 "customdata": sub["popularity"].to_numpy(np.int32),
+                 "hovertemplate": f"%{{hovertext}} · popularity %{{customdata}}{suffix}<extra></extra>"}
+        out.append((_encode_arrays(trace), rows))
     return out
 
 
-def _item_cloud(items: pd.DataFrame) -> go.Scattergl:
-    return _item_clouds(items)[0][0]
+def _item_cloud(items: pd.DataFrame) -> dict:
+    return item_cloud_specs(items)[0][0]
 
 
 def _ranges(xs: list[np.ndarray], pad: float = 0.05) -> tuple[list[float], list[float]]:
@@ -98,7 +99,7 @@ def trajectory_spec(items: pd.DataFrame, traj: ex.Trajectories, xy: np.ndarray, 
                                   text=[f"s={s}: {labs[n - 1]}"], hovertext=[text[sel[-1]]]))
         return paths + heads
 
-    cloud = _item_cloud(items).to_plotly_json()
+    cloud = _item_cloud(items)
     positive = _scatter(x=[float(pos_xy[0])], y=[float(pos_xy[1])], mode="markers", name="positive z₀",
                         marker={"color": TRAIN_POS_COLOR, "size": 16, "symbol": "star",
                                 "line": {"color": "black", "width": 1}})
@@ -226,30 +227,48 @@ def chain_lines_figure(traj: ex.Trajectories, colors: dict[int, str]) -> SpecFig
 
 
 def map_figure(items: pd.DataFrame, overlay: pd.DataFrame, color_by: str, size_by_nn: bool,
-               steps: list[int]) -> tuple[go.Figure, list[tuple[str, np.ndarray]]]:
-    """Items + overlay layers. Returns the figure and, per trace, (source, row labels) so a box or
-    lasso selection (curve_number, point_index) maps back to table rows."""
-    fig = go.Figure()
+               steps: list[int], clouds: list[tuple[dict, np.ndarray]] | None = None
+               ) -> tuple[SpecFigure, list[tuple[str, np.ndarray]]]:
+    """Items + overlay layers, as a finished spec. Returns the figure and, per trace, (source, row
+    labels) so a box or lasso selection (curve_number, point_index) maps back to table rows.
+    clouds: `item_cloud_specs(items, color_by)` when the caller keeps it (shared, never modified)."""
+    data: list[dict] = []
     registry: list[tuple[str, np.ndarray]] = []
-    for trace, rows in _item_clouds(items, color_by):
-        fig.add_trace(trace)
+    for trace, rows in clouds if clouds is not None else item_cloud_specs(items, color_by):
+        data.append(trace)
         registry.append(("items", rows))
     nn_max = float(overlay["nn_dist"].max()) if len(overlay) and overlay["nn_dist"].notna().any() else 0.0
+    layers = []
     for layer, sub in overlay.groupby("layer", sort=False):
         color, symbol = sampler_style(layer, steps)
         size: Any = 11 if layer in POSITIVE_STYLE else 8
         if size_by_nn and nn_max > 0 and layer not in POSITIVE_STYLE:
-            size = (6 + 22 * sub["nn_dist"].fillna(0) / nn_max).to_numpy()
-        hover = sub.get("hover", pd.Series(layer, index=sub.index))
-        fig.add_trace(go.Scattergl(
-            x=sub["x"].to_numpy(np.float32), y=sub["y"].to_numpy(np.float32), mode="markers", name=layer,
-            hovertext=hover, hoverinfo="text",
-            marker={"color": color, "symbol": symbol, "size": size,
-                    "line": {"color": "black" if "open" not in symbol else color, "width": 1}}))
+            size = (6 + 22 * sub["nn_dist"].fillna(0) / nn_max).to_numpy(np.float64)
+        hover = sub["hover"].astype(str).tolist() if "hover" in sub else [str(layer)] * len(sub)
+        layers.append({"type": "scattergl", "x": sub["x"].to_numpy(np.float32), "y": sub["y"].to_numpy(np.float32),
+                       "mode": "markers", "name": str(layer), "hovertext": hover, "hoverinfo": "text",
+                       "marker": {"color": color, "symbol": symbol, "size": size,
+                                  "line": {"color": "black" if "open" not in symbol else color, "width": 1}}})
         registry.append(("overlay", sub.index.to_numpy()))
-    fig.update_layout(height=640, margin={"l": 10, "r": 10, "t": 30, "b": 10}, dragmode="lasso",
-                      legend={"orientation": "h", "y": 1.05}, xaxis_title="map x", yaxis_title="map y")
-    return fig, registry
+    layout = {"height": 640, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "dragmode": "lasso",
+              "legend": {"orientation": "h", "y": 1.05}, "xaxis": {"title": {"text": "map x"}},
+              "yaxis": {"title": {"text": "map y"}}}
+    return SpecFigure({"data": data + _encode_arrays(layers), "layout": layout}), registry
+
+
+def nn_distance_boxes(synth: pd.DataFrame, colors: dict[str, str]) -> SpecFigure:
+    """One box (with every point) per layer of the synthesized negatives' distance to their
+    nearest real item, as a finished spec."""
+    traces = []
+    for layer, sub in synth.groupby("layer", sort=False):
+        color = colors.get(layer, CONTEXT_COLOR)
+        traces.append({"type": "box", "name": str(layer), "x": [str(layer)] * len(sub),
+                       "y": sub["nn_dist"].to_numpy(np.float64), "boxpoints": "all", "jitter": 0.3,
+                       "pointpos": 0, "marker": {"color": color}, "line": {"color": color},
+                       "hovertemplate": f"{layer}<br>%{{y:.4f}}<extra></extra>"})
+    layout = {"height": 300, "showlegend": False, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+              "yaxis": {"title": {"text": "distance to nearest item / ‖positive‖"}}}
+    return SpecFigure(_encode_arrays({"data": traces, "layout": layout}))
 
 
 def selected_rows(event: Any, registry: list[tuple[str, np.ndarray]]) -> dict[str, list]:
