@@ -74,6 +74,22 @@ def test_trajectory_length_and_last_update_is_the_ddpm_posterior_mean(runs, toy_
     np.testing.assert_allclose(traj.table["hardness"], traj.table["score"] - traj.s_pos, atol=1e-5)
 
 
+def test_rows_by_step_and_frame_are_the_tables_rows(runs, toy_data):
+    """Trajectories.at / last_frame / candidates read an index built once; it must give the rows
+    a filter of the table gives, for every step and frame (clamped past a chain's end)."""
+    traj = _trajectories(runs["tuned"], toy_data)
+    t = traj.table
+    for s in traj.steps:
+        last = int(t.loc[t["s"] == s, "frame"].max())
+        assert traj.last_frame(s) == last
+        for frame in range(-1, traj.n_frames + 2):
+            f = min(max(frame, 0), last)
+            want = t[(t["s"] == s) & (t["frame"] == f)].iloc[0]
+            assert traj.at(s, frame).equals(want)
+    ends = [t.index[(t["s"] == s) & (t["frame"] == traj.last_frame(s))][0] for s in traj.steps]
+    np.testing.assert_array_equal(traj.candidates(), traj.states[ends])
+
+
 def test_fixed_seed_makes_a_trajectory_reproducible(runs, toy_data):
     a = _trajectories(runs["tuned"], toy_data, seed=3)
     b = _trajectories(runs["tuned"], toy_data, seed=3)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Mapping
 
 import numpy as np
@@ -40,13 +41,28 @@ class Trajectories:
     def n_frames(self) -> int:
         return int(self.table["frame"].max()) + 1
 
+    @cached_property
+    def _rows(self) -> dict[tuple[int, int], int]:
+        """(s, frame) -> position of its first row in `table` (a page asks for rows many times)."""
+        out: dict[tuple[int, int], int] = {}
+        for i, key in enumerate(zip(self.table["s"].to_numpy().tolist(), self.table["frame"].to_numpy().tolist())):
+            out.setdefault((int(key[0]), int(key[1])), i)
+        return out
+
+    @cached_property
+    def _last(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for s, f in self._rows:
+            out[s] = max(out.get(s, f), f)
+        return out
+
     def last_frame(self, s: int) -> int:
-        return int(self.table.loc[self.table["s"] == s, "frame"].max())
+        return self._last[int(s)]
 
     def at(self, s: int, frame: int) -> pd.Series:
         """The row of step s shown at animation frame `frame` (clamped to s's last state)."""
         f = min(max(int(frame), 0), self.last_frame(s))
-        return self.table[(self.table["s"] == s) & (self.table["frame"] == f)].iloc[0]
+        return self.table.iloc[self._rows[(int(s), f)]]
 
     def frame(self, frame: int) -> pd.DataFrame:
         return pd.DataFrame([self.at(s, frame) for s in self.steps]).reset_index(drop=True)
@@ -58,9 +74,7 @@ class Trajectories:
 
     def candidates(self) -> np.ndarray:
         """(S, d) the final state of each step's chain: the candidate negatives."""
-        return np.stack([self.states[self.table.index[(self.table["s"] == s)
-                                                      & (self.table["frame"] == self.last_frame(s))][0]]
-                         for s in self.steps])
+        return np.stack([self.states[self._rows[(int(s), self.last_frame(s))]] for s in self.steps])
 
     def candidate_cosines(self) -> pd.DataFrame:
         """S x S cosine between the candidates of different steps (near 1 = the timestep does nothing)."""

@@ -207,6 +207,7 @@ def chain_lines_figure(traj: ex.Trajectories, colors: dict[int, str]) -> SpecFig
     height = (1.0 - gap * (n - 1)) / n
     traces, layout = [], {"height": 560, "margin": {"l": 10, "r": 10, "t": 30, "b": 40},
                           "legend": {"title": {"text": "step"}}, "hovermode": "closest"}
+    parts = {s: table[table["s"] == s].sort_values("frame", kind="stable") for s in traj.steps}
     for row, (col, title) in enumerate(CHAIN_MEASURES):
         ax = "" if row == 0 else str(row + 1)
         top = 1.0 - row * (height + gap)
@@ -216,7 +217,7 @@ def chain_lines_figure(traj: ex.Trajectories, colors: dict[int, str]) -> SpecFig
         if row:
             layout[f"xaxis{ax}"]["matches"] = "x"
         for s in traj.steps:
-            part = table[table["s"] == s].sort_values("frame", kind="stable")
+            part = parts[s]
             traces.append({"type": "scatter", "mode": "lines+markers", "name": f"s={s}", "legendgroup": str(s),
                            "showlegend": row == 0, "xaxis": f"x{ax}", "yaxis": f"y{ax}",
                            "line": {"color": colors[s]}, "marker": {"color": colors[s]},
