@@ -194,8 +194,9 @@ def measure_negatives(probe: Probe, user_e: torch.Tensor, pos_e: torch.Tensor, i
     else:
         row |= {"fhn_true": float("nan"), "fhn_true_lo": float("nan"), "fhn_true_hi": float("nan")}
     arrays = {"items": items.cpu().numpy(), "hardness": hard.cpu().numpy(), "nn_dist": dist.cpu().numpy(),
-              "fhn": held.cpu().numpy().astype(bool), "synthesized": np.array(synthesized),
-              "vec": vec.cpu().numpy().astype(np.float32)}
+              "fhn": held.cpu().numpy().astype(bool), "synthesized": np.array(synthesized)}
+    if synthesized:  # an item sampler's vector is its item's embedding: the item index says it all
+        arrays["vec"] = vec.cpu().numpy().astype(np.float32)
     return row, arrays
 
 

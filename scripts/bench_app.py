@@ -43,6 +43,7 @@ CONTROLS = {
     "pages/7_fhn_hardness.py": [("radio", "fhn_metric", ["own_positive", "fhn_lift", "fhn"]), ("toggle", "fhn_premix", [True, False]),
                                 ("radio", "fhn_kind", ["violin", "box"])],
     "pages/8_schedule_lab.py": [],
+    "pages/9_tune.py": [],
 }
 # controls inside a fragment: a change reruns only the fragment, timed by ui.profile.section(name)
 FRAGMENT = {"den_step": "denoising frame view", "den_next": "denoising frame view", "den_s": "denoising frame view"}
