@@ -121,12 +121,14 @@ if len(off):
                    "near-constant negative (untrained denoiser, chain always run from T).")
     else:
         st.caption(msg + "Different steps give different candidates: the timestep controls hardness.")
-with st.expander("Score, cosine and norm along each chain"):
-    chart = cache.built("den_lines", (cache.run_key(run_id), user, pos, seed, exclude),
-                        lambda: figures.chain_lines_figure(traj, theme.step_colors(traj.steps)))
-    st.plotly_chart(chart, key="den_lines")
-    st.download_button("Download trajectory (CSV)", data.csv_later(traj.table.assign(map_x=xy[:, 0], map_y=xy[:, 1])),
-                       file_name=f"trajectory_{run_id}_{uid}_{iid}.csv", mime="text/csv", key="den_download")
+chain_panel = st.expander("Score, cosine and norm along each chain", key="den_chain_open", on_change="rerun")
+if chain_panel.open:  # built and sent only when opened (a closed expander would still draw it)
+    with chain_panel:
+        chart = cache.built("den_lines", (cache.run_key(run_id), user, pos, seed, exclude),
+                            lambda: figures.chain_lines_figure(traj, theme.step_colors(traj.steps)))
+        st.plotly_chart(chart, key="den_lines")
+        st.download_button("Download trajectory (CSV)", data.csv_later(traj.table.assign(map_x=xy[:, 0], map_y=xy[:, 1])),
+                           file_name=f"trajectory_{run_id}_{uid}_{iid}.csv", mime="text/csv", key="den_download")
 if ctx.cfg.reverse_from_T:
     st.info("This run uses the reference behaviour: the reverse chain runs from T down to 0 whatever s "
             "was, so every step ends at (nearly) the same vector.")

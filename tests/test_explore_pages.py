@@ -548,3 +548,15 @@ def test_chain_lines_show_every_step_and_measure(store):
         part = traj.table[traj.table["s"] == traj.steps[0]].sort_values("frame", kind="stable")
         ys = np.frombuffer(base64.b64decode(trace["y"]["bdata"]), dtype=np.float64)
         np.testing.assert_allclose(ys, part[col].to_numpy(float))
+
+
+def test_denoising_chain_lines_are_drawn_only_when_their_panel_is_opened(store):
+    at = app("5_denoising.py", store["ids"]["demo"], den_umap=False)
+    at.run()
+    no_exception(at)
+    assert "den_lines" not in {c.key for c in at.get("plotly_chart")}  # closed: not built, not sent
+    at.session_state["den_chain_open"] = True  # what a click on the expander's header sets
+    at.run()
+    no_exception(at)
+    spec = chart_spec(at, "den_lines")
+    assert {t["yaxis"] for t in spec["data"]} == {"y", "y2", "y3"}
