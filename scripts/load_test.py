@@ -63,6 +63,16 @@ return {running: running,
 
 
 # --- the server ------------------------------------------------------------------------------------
+def checked_runs(path: str, hint: str) -> Path:
+    """The run store folder to serve, after checking it exists and a browser is installed."""
+    runs = Path(path).resolve()
+    if not runs.is_dir():
+        raise SystemExit(f"{runs} is not a folder; {hint}.")
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        raise SystemExit("needs Debian's chromium and chromium-driver (scripts/setup.sh --with-browser)")
+    return runs
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -332,11 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
 
-    runs = Path(args.runs).resolve()
-    if not runs.is_dir():
-        raise SystemExit(f"{runs} is not a folder; precompute a bundle first.")
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        raise SystemExit("needs Debian's chromium and chromium-driver (scripts/setup.sh --with-browser)")
+    runs = checked_runs(args.runs, "precompute a bundle first")
     n_sessions = max(1, min(args.sessions, 60))  # bounded: a laptop, not a cluster
     stages = sorted({min(int(x), n_sessions) for x in args.stages.split(",") if x.strip()} | {n_sessions})
     n_browsers = max(1, min(args.browsers, n_sessions))

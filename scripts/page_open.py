@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_test import CHROMEDRIVER, CHROMIUM, Server, close_browser, start_browser, wait_for  # noqa: E402
+from load_test import Server, checked_runs, close_browser, start_browser, wait_for  # noqa: E402
 
 # (url path, title, least number of charts drawn, takes ?run=)
 PAGES = [("", "CNSDiff explorer", 0, False), ("data_and_shift", "Data & shift", 1, False),
@@ -118,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
 
-    runs = Path(args.runs).resolve()
-    if not runs.is_dir():
-        raise SystemExit(f"{runs} is not a folder; train a run into it first (see the docstring).")
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        raise SystemExit("needs Debian's chromium and chromium-driver (scripts/setup.sh --with-browser)")
+    runs = checked_runs(args.runs, "train a run into it first (see the docstring)")
     targets = pick_runs(runs, args.run)
     log_path = Path(tempfile.gettempdir()) / f"cnsdiff-page-open-server-{os.getpid()}.log"
     print(f"runs {runs}; " + ", ".join(f"{ds}: {rid}" for rid, ds in targets) + f"; server log {log_path}",
