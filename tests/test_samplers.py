@@ -1,4 +1,5 @@
 """One contract over every sampler, plus the properties each sampler promises."""
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +50,44 @@ def test_pool_never_returns_training_items(toy):
     assert not pool.is_positive(users.unsqueeze(1).expand(-1, 20), items).any()
     known = torch.as_tensor(toy.train[:50])
     assert pool.is_positive(known[:, 0], known[:, 1]).all()
+
+
+def _draw_checking_every_pair(pool, users, m, power=None, generator=None):
+    """The pool's draw as first written (every pair checked again each round), kept here as the
+    reference the CPU draw must reproduce item for item."""
+    B = users.shape[0]
+    uu = users.view(B, 1).expand(B, m)
+    items = pool._raw(B * m, power, generator).view(B, m)
+    for _ in range(3):
+        bad = pool.is_positive(uu, items) & ~pool.saturated[uu]
+        items = torch.where(bad, pool._raw(B * m, power, generator).view(B, m), items)
+    for _ in range(50):
+        bad = pool.is_positive(uu, items) & ~pool.saturated[uu]
+        if int(bad.sum()) == 0:
+            break
+        items[bad] = pool._raw(int(bad.sum()), power, generator)
+    return items
+
+
+@pytest.mark.parametrize("power", [None, 0.75])
+def test_cpu_draw_rechecking_only_redrawn_pairs_gives_the_same_items(power):
+    """A dense world (each user trained on 30-70% of the items, one on all of them) makes every
+    round and the exact rejection loop run; the CPU draw must return the reference's items from
+    the same random numbers and leave the generator where the reference leaves it."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 12, 40
+    rows = [(u, i) for u in range(n_users) for i in rng.choice(n_items, int(n_items * rng.uniform(0.3, 0.7)), replace=False)]
+    rows += [(0, i) for i in range(n_items)]  # user 0: saturated
+    pairs = np.unique(np.array(rows, dtype=np.int64), axis=0)
+    pool = NegativePool(pairs, n_users, n_items, torch.device("cpu"), rng.integers(1, 50, n_items))
+    users = torch.as_tensor(rng.integers(0, n_users, 300))
+    got_gen, ref_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    got = pool.draw(users, 16, power=power, generator=got_gen)
+    ref = _draw_checking_every_pair(pool, users, 16, power, ref_gen)
+    assert torch.equal(got, ref)
+    live = users != 0
+    assert not pool.is_positive(users[live].unsqueeze(1).expand(-1, 16), got[live]).any()
+    assert torch.equal(torch.rand(3, generator=got_gen), torch.rand(3, generator=ref_gen))
 
 
 def test_pns_prefers_popular_items(toy):
@@ -229,3 +268,20 @@ def test_contrastive_loss_equals_the_logsumexp_form(temperature):
     rx, rn = torch.autograd.grad(ref, (x, n))
     assert torch.isfinite(fast) and torch.allclose(fast, ref, rtol=1e-5, atol=1e-5)
     assert torch.allclose(gx, rx, atol=1e-5) and torch.allclose(gn, rn, atol=1e-5)
+
+
+@pytest.mark.parametrize("B,chunk", [(200, 64), (64, 64), (5, 64), (130, 7)])
+def test_mixgcf_candidate_scores_in_blocks_equal_the_one_shot_product_bit_for_bit(B, chunk):
+    """The CPU path scores candidates over blocks of users (cache-sized gathers); every block,
+    the ragged last one included, must give exactly what one gather and one einsum give, so the
+    hop choice (an argmax) and every run's numbers are unchanged by the speed-up."""
+    from cnsdiff_core.samplers.mixgcf import candidate_scores
+
+    g = torch.Generator().manual_seed(B)
+    layers = torch.randn(4, 300, 64, generator=g)
+    u = torch.randn(B, 64, generator=g)
+    rows = torch.randint(0, 300, (B, 33), generator=g)
+    one_shot = torch.einsum("bd,bmld->bml", u, layers[:, rows].permute(1, 2, 0, 3))
+    blocked = candidate_scores(layers, u, rows, chunk=chunk)
+    assert blocked.shape == (B, 33, 4)
+    assert torch.equal(blocked, one_shot)

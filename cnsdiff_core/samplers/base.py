@@ -62,11 +62,14 @@ class NegativePool:
         B = users.shape[0]
         uu = users.view(B, 1).expand(B, m)
         items = self._raw(B * m, power, generator).view(B, m)
+        static = self.static if static is None else static
+        if not static and items.device.type == "cpu":
+            return self._draw_checking_redrawn(uu, items, power, max_rounds, generator)
         # a few redraw rounds without a host sync (collisions are rare in sparse data) ...
         for _ in range(3):
             bad = self.is_positive(uu, items) & ~self.saturated[uu]
             items = torch.where(bad, self._raw(B * m, power, generator).view(B, m), items)
-        if self.static if static is None else static:
+        if static:
             bad = self.is_positive(uu, items) & ~self.saturated[uu]
             return torch.where(bad, self._unseen(uu, items), items)
         # ... then exact rejection for whatever still collides (dense users)
@@ -77,6 +80,27 @@ class NegativePool:
                 break
             items[bad] = self._raw(n_bad, power, generator)
         return items
+
+    def _draw_checking_redrawn(self, uu: torch.Tensor, items: torch.Tensor, power: float | None, max_rounds: int,
+                               generator: torch.Generator | None) -> torch.Tensor:
+        """draw()'s rounds on a CPU, where a host read costs nothing: the same random numbers and the
+        same items, but after the first full membership check only the redrawn pairs are checked
+        again (a pair that passed keeps its item). Five binary searches over every pair were 20% of
+        a MixGCF batch (131k pairs per Food batch)."""
+        B, m = items.shape
+        flat_u, flat_i = uu.reshape(-1), items.reshape(-1)
+        bad = (self.is_positive(flat_u, flat_i) & ~self.saturated[flat_u]).nonzero()[:, 0]
+        for _ in range(3):  # the same three rounds: each draws B * m numbers, used where a pair collides
+            fresh = self._raw(B * m, power, generator)
+            if len(bad):
+                flat_i[bad] = fresh[bad]
+                bad = bad[self.is_positive(flat_u[bad], flat_i[bad])]  # not saturated: already filtered
+        for _ in range(max_rounds):
+            if len(bad) == 0:
+                break
+            flat_i[bad] = self._raw(len(bad), power, generator)
+            bad = bad[self.is_positive(flat_u[bad], flat_i[bad])]
+        return flat_i.view(B, m)
 
     def _unseen(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """For each pair, the (item mod F_u)-th item user u has not trained on (F_u of them)."""
