@@ -128,7 +128,8 @@ def bench_one(data, sampler: str, preset: str, epochs: int, device: str, threads
 
 
 def run_bench(datasets=("food", "yelp2018"), epochs: int = 1, device: str = "auto",
-              threads: int | None = None, repeats: int = 3, cuda_graph: bool = False) -> Iterator[str]:
+              threads: int | None = None, repeats: int = 3, cuda_graph: bool = False,
+              samplers: list[str] | None = None) -> Iterator[str]:
     from .data import load_dataset
 
     dev = resolve_device(device)
@@ -155,8 +156,8 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 1, device: str = "aut
            f"share of peak = counted FLOP / time / the {peak_name} throughput")
     for name in datasets:
         data = load_dataset(name)
-        rows = bench_samplers(data, (UNIFORM, METHOD), "tuned", epochs, repeats, device, threads, cuda_graph)
-        rns, cns = rows
+        rows = bench_samplers(data, tuple(samplers or (UNIFORM, METHOD)), "tuned", epochs, repeats, device, threads,
+                              cuda_graph)
         yield ""
         yield f"== {name}: {data.n_users} users, {data.n_items} items, {len(data.train)} training interactions"
         for r in rows:
@@ -176,10 +177,15 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 1, device: str = "aut
                 yield (f"         per batch: {r['kernel launches']:.1f} kernel launches, "
                        f"{r['graph replays']:.2f} CUDA graph replays (torch.profiler, one epoch)")
             yield "         FLOP by part: " + ", ".join(f"{k} {v / 1e9:.2f}G" for k, v in r["flops"].items())
-        ratio = cns["s_per_epoch"] / rns["s_per_epoch"]
-        cpu_ratio = f" (CPU time: {cns['cpu_s_per_epoch'] / rns['cpu_s_per_epoch']:.2f}x)" if dev.type == "cpu" else ""
-        yield (f"{sampler_class(METHOD).short_label()} / {sampler_class(UNIFORM).short_label()} time per epoch: "
-               f"{ratio:.2f}x{cpu_ratio}")
+        base = next((r for r in rows if r["sampler"] == UNIFORM), None)
+        for r in rows:
+            if base is None or r is base:
+                continue
+            ratio = r["s_per_epoch"] / base["s_per_epoch"]
+            cpu_ratio = (f" (CPU time: {r['cpu_s_per_epoch'] / base['cpu_s_per_epoch']:.2f}x)"
+                         if dev.type == "cpu" else "")
+            yield (f"{sampler_class(r['sampler']).short_label()} / {sampler_class(UNIFORM).short_label()} time per "
+                   f"epoch: {ratio:.2f}x{cpu_ratio}")
 
 
 def scale_one(n_users: int, n_items: int, per_user: int, sampler: str, device: str = "cpu") -> dict:

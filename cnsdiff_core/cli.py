@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="speed benchmark")
     b.add_argument("--datasets", default="food,yelp2018")
+    b.add_argument("--samplers", default=None, help="samplers to time, comma-separated (default: the uniform "
+                   "baseline and the method, rns,cnsdiff); each is also compared with the uniform one when it is listed")
     b.add_argument("--epochs", type=int, default=1, help="epochs per timed round")
     b.add_argument("--repeats", type=int, default=3, help="timed rounds (the samplers' epochs interleaved); "
                    "the median round is reported")

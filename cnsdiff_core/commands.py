@@ -342,9 +342,17 @@ def cmd_report(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_bench, run_scale
 
+    from .samplers import sampler_class
+
+    samplers = None
+    if args.samplers:
+        samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+        for s in samplers:
+            sampler_class(s)  # an unknown name is one sentence before anything loads
     lines = (run_scale(sizes=[int(x) for x in args.scale.split(",")]) if args.scale else
              run_bench(datasets=args.datasets.split(","), epochs=args.epochs, device=args.device,
-                       threads=args.threads, repeats=args.repeats, cuda_graph=args.cuda_graph))
+                       threads=args.threads, repeats=args.repeats, cuda_graph=args.cuda_graph,
+                       samplers=samplers))
     for line in lines:
         print(line, flush=True)
     return 0

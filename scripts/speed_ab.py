@@ -1,6 +1,7 @@
 """Before/after speed of an RNS and a CNSDiff epoch on a shared machine: two commits, round robin.
 
     .venv/bin/python scripts/speed_ab.py --base b586739 --datasets food,yelp2018 --rounds 4 --epochs 3
+    .venv/bin/python scripts/speed_ab.py --base d58833d --samplers rns,mixgcf    (any samplers)
 
 Each (commit, sampler) pair trains in its own process (one thread, the `tuned` preset): setup, one
 warm-up epoch, then --epochs timed epochs; the four processes of a round run one after the other
@@ -53,6 +54,8 @@ def main() -> int:
     ap.add_argument("--datasets", default="food")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs per process")
+    ap.add_argument("--samplers", default=f"{UNIFORM},{METHOD}",
+                    help="comma-separated; each is also compared with the first")
     args = ap.parse_args()
     env = dict(os.environ)
     env.setdefault("CNSDIFF_DATA_ROOT", str(ROOT.parent / "shared" / "datasets"))
@@ -66,7 +69,8 @@ def main() -> int:
             subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
             trees[rev] = str(folder)
         trees["this checkout"] = str(ROOT)
-        pairs = [(code, s) for code in trees for s in (UNIFORM, METHOD)]
+        samplers = [s for s in args.samplers.split(",") if s]
+        pairs = [(code, s) for code in trees for s in samplers]
         for dataset in args.datasets.split(","):
             times: dict[tuple, dict[str, list[float]]] = {p: {"cpu": [], "wall": []} for p in pairs}
             for r in range(args.rounds):
@@ -86,17 +90,19 @@ def main() -> int:
             print(f"== {dataset}: {args.rounds} rounds x {args.epochs} epochs, one process per commit and sampler")
             for code in trees:
                 med = {}
-                for s in (UNIFORM, METHOD):
+                for s in samplers:
                     t = times[(code, s)]
                     if not t["cpu"]:
                         continue
                     med[s] = (statistics.median(t["wall"]), statistics.median(t["cpu"]), min(t["cpu"]))
                     print(f"{code:14s} {s:8s} wall {med[s][0]:.3f} s/epoch, CPU {med[s][1]:.3f} s/epoch "
                           f"(min {med[s][2]:.3f})")
-                if len(med) == 2:
-                    m, u = med[METHOD], med[UNIFORM]
-                    print(f"{code:14s} {METHOD} / {UNIFORM}: {m[0] / u[0]:.2f}x wall, {m[1] / u[1]:.2f}x CPU, "
-                          f"{m[2] / u[2]:.2f}x CPU min")
+                first = samplers[0]
+                for s in samplers[1:]:
+                    if s in med and first in med:
+                        m, u = med[s], med[first]
+                        print(f"{code:14s} {s} / {first}: {m[0] / u[0]:.2f}x wall, {m[1] / u[1]:.2f}x CPU, "
+                              f"{m[2] / u[2]:.2f}x CPU min")
     return 0
 
 

@@ -114,6 +114,22 @@ def test_bench_prints_speed_ratio_and_where_the_time_goes():
     assert ratio > 0 and "(CPU time: " in out
 
 
+def test_bench_times_the_samplers_asked_for_against_the_uniform_one():
+    out = cli("bench", "--datasets", "sample", "--samplers", "rns,mixgcf,dns", "--epochs", "1", "--repeats", "1",
+              "--device", "cpu", "--threads", "1").stdout
+    timed = [l.split()[0] for l in out.splitlines() if l.split()[:1] and l.split()[0] in ("rns", "mixgcf", "dns", "cnsdiff")]
+    assert timed == ["rns", "mixgcf", "dns"]
+    for label in ("MixGCF / RNS", "DNS / RNS"):
+        assert float(out.split(f"{label} time per epoch:")[1].split("x")[0]) > 0
+    assert "CNSDiff / RNS" not in out
+
+
+def test_bench_names_an_unknown_sampler_before_loading_anything():
+    res = cli("bench", "--datasets", "sample", "--samplers", "rns,nope", "--device", "cpu", check=False)
+    assert res.returncode != 0 and "sampler 'nope' is unknown" in res.stderr
+    assert "measured fp32" not in res.stdout
+
+
 def test_epoch_flops_counts_each_synthesis_chain_for_its_own_length_on_cpu():
     from cnsdiff_core.bench import epoch_flops
     from cnsdiff_core.config import preset_config
