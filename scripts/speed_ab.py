@@ -44,7 +44,8 @@ for e in range(n):
     epoch(e + 1)
     cpu.append(time.process_time() - c)
     wall.append(time.perf_counter() - w)
-print(json.dumps({"cpu": cpu, "wall": wall}))
+import cnsdiff_core
+print(json.dumps({"cpu": cpu, "wall": wall, "code": cnsdiff_core.__file__}))
 """
 
 
@@ -76,13 +77,18 @@ def main() -> int:
             for r in range(args.rounds):
                 shift = r % len(pairs)
                 for code, sampler in pairs[shift:] + pairs[:shift]:
+                    # cwd = the tree: `python -c` puts the working directory before PYTHONPATH, so from
+                    # this checkout's root every process would import this checkout's code
                     out = subprocess.run([sys.executable, "-c", ONE, sampler, dataset, str(args.epochs)],
-                                         capture_output=True, text=True, env=env | {"PYTHONPATH": trees[code]})
+                                         capture_output=True, text=True, cwd=trees[code],
+                                         env=env | {"PYTHONPATH": trees[code]})
                     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
                     if not lines:
                         print(f"{code} {sampler}: failed: {out.stderr.strip().splitlines()[-1:]}")
                         continue
                     got = json.loads(lines[-1])
+                    if not Path(got["code"]).resolve().is_relative_to(Path(trees[code]).resolve()):
+                        raise SystemExit(f"{code}: the process imported {got['code']}, not the code under {trees[code]}")
                     for k in ("cpu", "wall"):
                         times[(code, sampler)][k] += got[k]
                     print(f"round {r + 1}: {code} {sampler} CPU s/epoch {', '.join(f'{x:.2f}' for x in got['cpu'])}",
