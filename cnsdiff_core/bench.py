@@ -72,6 +72,84 @@ def launches_per_batch(trainer) -> dict[str, float]:
             "graph replays": counts.get("cudaGraphLaunch", 0) / n_batches}
 
 
+def _best_seconds(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def cnsdiff_floor(cfg, n_train: int, repeats: int = 30) -> dict[str, float]:
+    """Seconds per epoch that CNSDiff's own dense products and random draws take at best on this
+    CPU: each product and draw of its training step that an RNS step does not make, at the step's
+    shapes, on the kernels the step uses (oneDNN for the short sums, MKL for the long ones), timed
+    alone with warm caches, the fastest of `repeats`, and added up over an epoch's batches. The step
+    cannot take less than RNS's epoch plus this while computing the same numbers; everything else it
+    does (element-wise passes, indexing, autograd, Adam over the denoiser) comes on top.
+
+    Counted per batch of B rows (d = dim, H = denoiser_hidden, S = chains, N = contrastive
+    negatives): synthesis, two B x d x H products per reverse step of every chain, the chains'
+    start noise (S, B, d) and a (B, d) posterior draw per step above t = 1; the contrastive term,
+    the (B, N) logits forward, and backward the two products of its gradients; the mixing weights'
+    Beta draw (B gammas of two), the anchor's jitter (B, d) and the negatives' permutation (2B);
+    the denoiser's update, its two forward products and three backward ones (the input's gradient
+    is not needed), the step draw (B,), its noise (B, d) and the dropout's uniforms (B, d)."""
+    B, d, H = min(cfg.batch_size, n_train), cfg.dim, cfg.denoiser_hidden
+    steps = cfg.hardness_steps()
+    chain_t = [list(range(cfg.steps if cfg.reverse_from_T else s, (0 if cfg.reverse_from_T else cfg.stop_for(s)), -1))
+               for s in steps]
+    sizes = [B] * (n_train // B) + ([n_train % B] if n_train % B else [])
+    out = {"synthesis products": 0.0, "contrastive products": 0.0, "denoiser products": 0.0, "random draws": 0.0}
+    g = torch.Generator().manual_seed(0)
+    for rows in sorted(set(sizes)):
+        count = sizes.count(rows)
+        N = cfg.cl_negatives if 0 < cfg.cl_negatives < 2 * rows else 2 * rows
+        x, w, w2 = torch.randn(rows, d), torch.randn(d, H), torch.randn(H, d)
+        hid = torch.randn(rows, H)
+        a, n, p = torch.randn(rows, d), torch.randn(N, d), torch.randn(rows, N)
+        wt, w2t = w.T.contiguous(), w2.T.contiguous()
+        n_steps = sum(len(c) for c in chain_t)
+        n_post = sum(1 for c in chain_t for t in c if t > 1) if cfg.posterior_noise else 0
+        conc = torch.tensor([1.0, 1.0]).expand(rows, 2)
+
+        def synthesis():
+            for _ in range(n_steps):
+                fastops.mm(x, w)
+                fastops.addmm(x, hid, w2, beta=0.5, alpha=0.5)
+
+        def contrastive():
+            fastops.linear(a, n)
+            p.mm(n)
+            p.t().mm(a)
+
+        def denoiser():
+            fastops.linear(x, wt)
+            fastops.linear(hid, w2t)
+            fastops.linear(x, w2)  # the hidden layer's input gradient: (B, d) x (d, H), a short sum
+            x.t().mm(hid)  # the weights' gradients sum over the batch: MKL
+            hid.t().mm(x)
+
+        def draws():
+            torch.randn((len(steps), rows, d), generator=g)
+            for _ in range(n_post):
+                torch.randn((rows, d), generator=g)
+            torch._sample_dirichlet(conc, generator=g)
+            torch.randn((rows, d), generator=g)
+            torch.randperm(2 * rows, generator=g)
+            torch.randint(1, cfg.steps + 1, (rows,), generator=g)
+            torch.randn((rows, d), generator=g)
+            torch.rand((rows, d), generator=g)
+
+        for key, fn in (("synthesis products", synthesis), ("contrastive products", contrastive if cfg.cl_weight > 0 else None),
+                        ("denoiser products", denoiser if cfg.train_denoiser else None), ("random draws", draws)):
+            if fn is not None:
+                out[key] += count * _best_seconds(fn, repeats)
+    return out
+
+
 def bench_samplers(data, samplers=(UNIFORM, METHOD), preset: str = "tuned", epochs: int = 1, repeats: int = 3,
                    device: str = "auto", threads: int | None = None, cuda_graph: bool = False) -> list[dict]:
     """Seconds per epoch of each sampler, measured in one process with the samplers' epochs
@@ -186,6 +264,16 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 1, device: str = "aut
                          if dev.type == "cpu" else "")
             yield (f"{sampler_class(r['sampler']).short_label()} / {sampler_class(UNIFORM).short_label()} time per "
                    f"epoch: {ratio:.2f}x{cpu_ratio}")
+        method = next((r for r in rows if r["sampler"] == METHOD), None)
+        if dev.type == "cpu" and base is not None and method is not None:
+            floor = cnsdiff_floor(preset_config("tuned", sampler=METHOD, dataset=data.name), len(data.train))
+            total = sum(floor.values())
+            yield (f"floor: {sampler_class(METHOD).short_label()}'s own products and random draws alone take "
+                   f"{total:.3f} s/epoch at best (" + ", ".join(f"{k} {v:.3f}" for k, v in floor.items()) + "); "
+                   f"with {sampler_class(UNIFORM).short_label()}'s CPU time its ratio cannot go below "
+                   f"{(base['cpu_s_per_epoch'] + total) / base['cpu_s_per_epoch']:.2f}x with these numbers; "
+                   f"the rest of its extra time ({method['cpu_s_per_epoch'] - base['cpu_s_per_epoch'] - total:.3f} s) "
+                   f"is element-wise passes, indexing, autograd and the denoiser's optimizer")
 
 
 def scale_one(n_users: int, n_items: int, per_user: int, sampler: str, device: str = "cpu") -> dict:

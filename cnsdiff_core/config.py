@@ -84,6 +84,10 @@ class TrainConfig:
     probe_side_triples: int = setting(500, "the other samplers' rows (shown for comparison) and the per-step "
                                       "candidates use the probe's first triples only: resolving a vector "
                                       "costs a (P, items) product", group=EVAL, ge=1)
+    diagnose_every: int = setting(1, "measure FHN and hardness on the probe every this many evaluated epochs; "
+                                  "0 = only at the first and the selected epoch (what the curves need least: "
+                                  "tuning trials, about a tenth of an epoch's time each on Food)", group=EVAL,
+                                  ge=0)
     snapshot_epochs: tuple[int, ...] = setting((), "extra epochs whose probe negatives are stored "
                                                "(comma-separated)", group=EVAL)
     max_seconds: float = setting(0.0, "> 0: stop training after this wall time (kept as 'stopped')", group=EVAL,

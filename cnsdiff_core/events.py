@@ -79,6 +79,7 @@ class Finished:
     status: str
     message: str
     result: TrainResult
+    late_diagnostics: tuple = ()  # the selected epoch's probe rows when that epoch was not measured in training
 
 
 @dataclass(frozen=True)

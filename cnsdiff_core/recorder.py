@@ -102,6 +102,11 @@ class RunWriter:
             write_npz(self.path / f"negatives_{event.epoch}.npz", flat)
         elif isinstance(event, Finished):
             res = event.result
+            seen = {r.get("epoch") for r in self.diag}
+            late = [r for r in event.late_diagnostics if r["epoch"] not in seen]  # a resumed run may hold them
+            if late:
+                self.diag.extend(late)
+                write_csv(self.path / "diagnostics.csv", self.diag)
             write_json(self.path / "final.json", {"best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
                                                   "seconds": res.seconds, **res.metrics})
             if res.user_emb is not None:

@@ -321,9 +321,12 @@ class Trainer:
         for name, res in self.evaluate(*splits).items():
             rec |= _prefixed(name, res)
         rec["eval_seconds"] = time.perf_counter() - tv
-        td = time.perf_counter()
-        rows, raw = self._diagnose(epoch, keep_raw=keep_raw)
-        rec["diag_seconds"] = time.perf_counter() - td
+        every = self.cfg.diagnose_every
+        rows, raw = [], None
+        if keep_raw or (every and (epoch + 1) % every == 0):  # a snapshot epoch (the first) is always measured
+            td = time.perf_counter()
+            rows, raw = self._diagnose(epoch, keep_raw=keep_raw)
+            rec["diag_seconds"] = time.perf_counter() - td
         run.diagnostics.extend(rows)
         if raw:
             self.emit(Snapshot(epoch + 1, raw))
@@ -364,10 +367,14 @@ class Trainer:
         ue, ie = self._last_embeddings
         rows, raw = self._diagnose(max(run.best_epoch, 0), keep_raw=True)
         self.emit(Snapshot("best", raw))
+        late = ()
+        if self.cfg.diagnose_every != 1 and rows and not any(r["epoch"] == rows[0]["epoch"] for r in run.diagnostics):
+            late = tuple(rows)  # diagnose_every skipped the selected epoch: its rows come from here
+            run.diagnostics.extend(rows)
         metrics = {k: v for k, v in (run.best or {}).items() if k.startswith(("valid_", "iid_", "ood_"))}
         if run.best is not None:  # test_eval='selected': the test metrics come from the selected weights here
             metrics = final | metrics
         result = TrainResult(run.status, run.message, run.best_epoch + 1, run.epochs_run, time.perf_counter() - run.t0,
                              metrics, run.history, run.diagnostics, per_user, ue.cpu().numpy(), ie.cpu().numpy())
-        self.emit(Finished(run.status, run.message, result))
+        self.emit(Finished(run.status, run.message, result, late))
         return result

@@ -278,7 +278,9 @@ def base_config(dataset: str, sampler: str, preset: str = "tuned", shift: str | 
     if cfg.selection != "iid-valid":
         raise ConfigError(f"preset {preset!r} selects epochs on the OOD test (selection={cfg.selection}); "
                           "a study tunes on IID validation only: use another preset or --set selection=iid-valid.")
-    return cfg.with_updates(test_eval="selected")  # the tests are scored once, never watched
+    # the tests are scored once, never watched; FHN and hardness at the first and the selected epoch
+    # only, unless asked (the probe runs on a forked generator: the trial's numbers are the same)
+    return cfg.with_updates(test_eval="selected", **({} if "diagnose_every" in updates else {"diagnose_every": 0}))
 
 
 @dataclass

@@ -248,6 +248,37 @@ def test_diagnostics_never_change_the_training(toy):
     assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
 
 
+def test_diagnose_every_measures_fewer_epochs_and_trains_the_same(toy, tmp_path):
+    """diagnose_every=0 (tuning trials): the probe runs at the first and the selected epoch only,
+    the stored diagnostics hold both, and the model and metrics are those of a run measured every
+    epoch; diagnose_every=2 measures every other epoch."""
+    every = _cfg(sampler="cnsdiff", epochs=5)
+    a = Trainer(every, toy).fit()
+    store = RunStore(tmp_path)
+    run_id, b = train_and_store(every.with_updates(diagnose_every=0), store, data=toy)
+    assert np.array_equal(a.item_emb, b.item_emb)
+    assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
+    assert a.metrics == b.metrics
+    assert sorted({r["epoch"] for r in a.diagnostics}) == [1, 2, 3, 4, 5]
+    selected = b.best_epoch
+    assert sorted({r["epoch"] for r in b.diagnostics}) == sorted({1, selected})
+    stored = store.load(run_id).diagnostics()
+    assert sorted(set(stored["epoch"])) == sorted({1, selected})
+    main = [r for r in a.diagnostics if r["epoch"] == selected and r["sampler"] == "cnsdiff"]
+    late = [r for r in b.diagnostics if r["epoch"] == selected and r["sampler"] == "cnsdiff"]
+    assert [r["fhn"] for r in main] == [r["fhn"] for r in late]
+    c = Trainer(every.with_updates(diagnose_every=2), toy).fit()
+    measured = {r["epoch"] for r in c.diagnostics}
+    assert {1, 2, 4} <= measured and measured - {c.best_epoch} == {1, 2, 4}
+
+
+def test_tune_trials_measure_diagnostics_at_the_ends_unless_asked():
+    from cnsdiff_core.tune import base_config
+
+    assert base_config("sample", "rns").diagnose_every == 0
+    assert base_config("sample", "rns", overrides={"diagnose_every": 3}).diagnose_every == 3
+
+
 def test_public_api_train_epoch_evaluate_and_profile(toy):
     """What bench uses: setup(), train_epoch(), evaluate() and phase seconds with profile=True; the
     numbers are fit()'s own (same seed, same first epoch)."""
