@@ -83,8 +83,8 @@ def _best_seconds(fn, repeats: int) -> float:
 
 
 def cnsdiff_floor(cfg, n_train: int, repeats: int = 30) -> dict[str, float]:
-    """Seconds per epoch that CNSDiff's own dense products and random draws take at best on this
-    CPU: each product and draw of its training step that an RNS step does not make, at the step's
+    """Seconds per epoch that CNSDiff's own dense products, random draws and exponentials take at
+    best on this CPU: each of those its training step makes and an RNS step does not, at the step's
     shapes, on the kernels the step uses (oneDNN for the short sums, MKL for the long ones), timed
     alone with warm caches, the fastest of `repeats`, and added up over an epoch's batches. The step
     cannot take less than RNS's epoch plus this while computing the same numbers; everything else it
@@ -96,13 +96,16 @@ def cnsdiff_floor(cfg, n_train: int, repeats: int = 30) -> dict[str, float]:
     the (B, N) logits forward, and backward the two products of its gradients; the mixing weights'
     Beta draw (B gammas of two), the anchor's jitter (B, d) and the negatives' permutation (2B);
     the denoiser's update, its two forward products and three backward ones (the input's gradient
-    is not needed), the step draw (B,), its noise (B, d) and the dropout's uniforms (B, d)."""
+    is not needed), the step draw (B,), its noise (B, d) and the dropout's uniforms (B, d); the
+    exponentials: the logits' exp (B, N), a sigmoid (B, H) per reverse step (the folded tanh) and
+    the update's tanh (B, H)."""
     B, d, H = min(cfg.batch_size, n_train), cfg.dim, cfg.denoiser_hidden
     steps = cfg.hardness_steps()
     chain_t = [list(range(cfg.steps if cfg.reverse_from_T else s, (0 if cfg.reverse_from_T else cfg.stop_for(s)), -1))
                for s in steps]
     sizes = [B] * (n_train // B) + ([n_train % B] if n_train % B else [])
-    out = {"synthesis products": 0.0, "contrastive products": 0.0, "denoiser products": 0.0, "random draws": 0.0}
+    out = {"synthesis products": 0.0, "contrastive products": 0.0, "denoiser products": 0.0, "random draws": 0.0,
+           "exponentials": 0.0}
     g = torch.Generator().manual_seed(0)
     for rows in sorted(set(sizes)):
         count = sizes.count(rows)
@@ -143,7 +146,15 @@ def cnsdiff_floor(cfg, n_train: int, repeats: int = 30) -> dict[str, float]:
             torch.randn((rows, d), generator=g)
             torch.rand((rows, d), generator=g)
 
-        for key, fn in (("synthesis products", synthesis), ("contrastive products", contrastive if cfg.cl_weight > 0 else None),
+        def exponentials():
+            if cfg.cl_weight > 0:
+                torch.exp(p)
+            for _ in range(n_steps):
+                torch.sigmoid(hid)
+            if cfg.train_denoiser:
+                torch.tanh(hid)
+
+        for key, fn in (("exponentials", exponentials), ("synthesis products", synthesis), ("contrastive products", contrastive if cfg.cl_weight > 0 else None),
                         ("denoiser products", denoiser if cfg.train_denoiser else None), ("random draws", draws)):
             if fn is not None:
                 out[key] += count * _best_seconds(fn, repeats)
@@ -268,7 +279,8 @@ def run_bench(datasets=("food", "yelp2018"), epochs: int = 1, device: str = "aut
         if dev.type == "cpu" and base is not None and method is not None:
             floor = cnsdiff_floor(preset_config("tuned", sampler=METHOD, dataset=data.name), len(data.train))
             total = sum(floor.values())
-            yield (f"floor: {sampler_class(METHOD).short_label()}'s own products and random draws alone take "
+            yield (f"floor: {sampler_class(METHOD).short_label()}'s own products, random draws and exponentials "
+                   f"alone take "
                    f"{total:.3f} s/epoch at best (" + ", ".join(f"{k} {v:.3f}" for k, v in floor.items()) + "); "
                    f"with {sampler_class(UNIFORM).short_label()}'s CPU time its ratio cannot go below "
                    f"{(base['cpu_s_per_epoch'] + total) / base['cpu_s_per_epoch']:.2f}x with these numbers; "

@@ -112,6 +112,25 @@ def test_bench_prints_speed_ratio_and_where_the_time_goes():
     assert "where the time goes: " in out and "synthesis" in out
     ratio = float(out.split("CNSDiff / RNS time per epoch:")[1].split("x")[0])
     assert ratio > 0 and "(CPU time: " in out
+    floor = next(l for l in out.splitlines() if l.startswith("floor: "))
+    bound = float(floor.split("cannot go below ")[1].split("x")[0])
+    assert bound > 1 and "synthesis products" in floor and "random draws" in floor
+    total = float(floor.split("alone take ")[1].split(" s/epoch")[0])
+    parts = floor.split("at best (")[1].split(")")[0].split(", ")
+    assert sum(float(part.rsplit(" ", 1)[1]) for part in parts) == pytest.approx(total, abs=0.003)
+
+
+def test_cnsdiff_floor_counts_only_the_work_the_config_asks_for():
+    from cnsdiff_core.bench import cnsdiff_floor
+    from cnsdiff_core.config import preset_config
+
+    full = cnsdiff_floor(preset_config("tuned", sampler="cnsdiff"), 3000, repeats=2)
+    assert set(full) == {"synthesis products", "contrastive products", "denoiser products", "random draws",
+                         "exponentials"} and all(v > 0 for v in full.values())
+    bare = cnsdiff_floor(preset_config("tuned", sampler="cnsdiff", cl_weight=0.0, train_denoiser=False), 3000,
+                         repeats=2)
+    assert bare["contrastive products"] == 0 and bare["denoiser products"] == 0
+    assert bare["synthesis products"] > 0 and bare["random draws"] > 0
 
 
 def test_bench_times_the_samplers_asked_for_against_the_uniform_one():
