@@ -38,7 +38,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .config import SAMPLERS, ConfigError, TrainConfig, preset_config
-from .study_storage import GRACE_S, HEARTBEAT_S, TuneError, _safe, open_storage
+from .study_storage import GRACE_S, HEARTBEAT_S, HeartbeatJournalStorage, TuneError, _safe, open_storage
 from .events import Callback, EpochDone, TrialStarted
 from .runs import PRUNED_PREFIX, RunStore, StoreError
 
@@ -165,6 +165,19 @@ def fail_stale(study: optuna.Study) -> None:
     optuna.storages.fail_stale_trials(study)
 
 
+def trial_seconds(trial) -> float:
+    """Wall seconds a finished trial computed. A failed trial whose worker died is marked failed by
+    the next worker that looks, which can be a session later: its time ends at its last heartbeat
+    (a journal keeps it with the trial), not when it was marked."""
+    if not (trial.datetime_complete and trial.datetime_start):
+        return 0.0
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    beat = trial.system_attrs.get(HeartbeatJournalStorage.HEARTBEAT_ATTR)
+    if trial.state == TrialState.FAIL and beat is not None:
+        seconds = min(seconds, max(float(beat) - trial.datetime_start.timestamp(), 0.0))
+    return seconds
+
+
 def study_summary(study: optuna.Study, storage_label: str, extra: dict | None = None) -> dict:
     """The `tune --json` object: best value, its parameters and run, trial counts by state."""
     fail_stale(study)
@@ -172,9 +185,7 @@ def study_summary(study: optuna.Study, storage_label: str, extra: dict | None = 
     best = max(complete, key=lambda t: t.value) if complete else None
     failures = [{"trial": t.number, "error": t.user_attrs.get("error", "")}
                 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
-    seconds = sum((t.datetime_complete - t.datetime_start).total_seconds()
-                  for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL))
-                  if t.datetime_complete and t.datetime_start)
+    seconds = sum(trial_seconds(t) for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)))
     out = {"study": study.study_name, "storage": _safe(storage_label),
            "best_value": None if best is None else float(best.value),
            "best_params": {} if best is None else dict(best.params),

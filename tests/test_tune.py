@@ -23,7 +23,7 @@ from cnsdiff_core.runs import RunStore, StoreError
 from cnsdiff_core.recorder import resume_run
 from cnsdiff_core.samplers import REGISTRY, make_sampler
 from cnsdiff_core.study_storage import HeartbeatJournalStorage, open_storage
-from cnsdiff_core.tune import FINISHED, TuneError, best_overrides, run_study, trial_overrides
+from cnsdiff_core.tune import FINISHED, TuneError, best_overrides, run_study, trial_overrides, trial_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ("study", "storage", "best_value", "best_params", "best_run_id", "n_complete", "n_pruned", "n_failed")
@@ -310,6 +310,24 @@ def test_the_journal_heartbeat_marks_a_silent_trial_stale(tmp_path):
     optuna.storages.fail_stale_trials(study)
     states = {t.number: t.state for t in study.get_trials()}
     assert states == {live.number: TrialState.RUNNING, silent.number: TrialState.FAIL}
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_dead_workers_trial_costs_the_time_to_its_last_heartbeat(tmp_path):
+    """A trial failed long after its worker died (the next session's worker marks it) counts until
+    its last heartbeat, not until it was marked; finished trials count start to end."""
+    storage = HeartbeatJournalStorage(str(tmp_path / "c.journal"), heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage, study_name="c", direction="maximize")
+    dead, done = study.ask(), study.ask()
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)
+    storage.record_heartbeat(done._trial_id)
+    optuna.storages.fail_stale_trials(study)  # dead has been silent past the grace, done has not
+    study.tell(done, 1.0)
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[dead.number].state == TrialState.FAIL
+    assert trial_seconds(trials[dead.number]) < 1.0
+    assert trial_seconds(trials[done.number]) >= 2.5
 
 
 def test_best_overrides_reads_a_study_back(tmp_path):
