@@ -361,6 +361,26 @@ def test_pages_explain_what_to_do_without_runs(tmp_path, monkeypatch, page):
     assert "Train" in texts(at.info)
 
 
+def test_a_tuning_trials_run_opens_on_the_fhn_page_and_the_map(tmp_path, monkeypatch):
+    """A trial measures its probe at the first and the selected epoch only (diagnose_every=0): the
+    FHN page draws those epochs and the map opens the selected one, without an exception."""
+    monkeypatch.setenv("CNSDIFF_RUNS", str(tmp_path / "trial-runs"))
+    cfg = preset_config("demo", sampler="cnsdiff", dataset=WORLD.format(c=0.5), diagnose_every=0,
+                        **(SMALL | {"epochs": 4}))
+    run_id, res = train_and_store(cfg, RunStore(tmp_path / "trial-runs"))
+    measured = sorted({r["epoch"] for r in res.diagnostics})
+    assert measured == sorted({1, res.best_epoch})
+    at = app("7_fhn_hardness.py", run_id)
+    at.run()
+    no_exception(at)
+    xs = {float(x) for t in chart_spec(at, "fhn_lines")["data"] if t.get("fill") != "toself"
+          for x in arr(t.get("x", []))}
+    assert xs and xs <= {float(e) for e in measured}
+    at = app("6_negatives_map.py", run_id)
+    at.run()
+    no_exception(at)
+
+
 # --- UMAP (numba compile: slow) -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_negatives_map_swaps_in_umap_when_ready(store):
