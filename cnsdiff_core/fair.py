@@ -187,4 +187,18 @@ def to_markdown(frame: pd.DataFrame, metric: str = "ood_recall@20") -> str:
                 "-" if rel is None or pd.isna(rel) else ("best baseline" if r["sampler"] == base else f"{rel * 100:+.1f}%"),
                 num(r.get("wilcoxon_p"), "{:.3g}"), num(r.get("ttest_p"), "{:.3g}")]) + " |")
         lines.append("")
+        best = [(r["sampler"], r.get("best_valid_in_search"), r.get("best_params")) for _, r in part.iterrows()
+                if isinstance(r.get("best_params"), str)]
+        if best:
+            lines += ["Best configuration of each search (its validation Recall@20 in the search; the seeds train it):", ""]
+            lines += [f"- {sampler} ({num(value)}): {_params(params)}" for sampler, value, params in best]
+            lines.append("")
     return "\n".join(lines)
+
+
+def _params(text: str) -> str:
+    """A trial's parameters as name=value, numbers to 3 significant digits."""
+    params = json.loads(text)
+    if not params:
+        return "(no parameters)"
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))

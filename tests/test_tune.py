@@ -433,6 +433,8 @@ def test_fair_report_tables_the_searches_the_seeds_and_paired_tests(tmp_path):
     assert pd.isna(rows.loc[base].get("wilcoxon_p")) and (rows["seeds"] == 2).all()
     assert (rows["n_complete"] + rows["n_pruned"] == 2).all() and (rows["tuning_hours"] > 0).all()
     assert f"| {other} | 2 | " in out_md.read_text() and "best baseline" in out_md.read_text()
+    best_line = next(l for l in out_md.read_text().splitlines() if l.startswith(f"- {other} ("))
+    assert f"lr={best[other]['lr']:.3g}" in best_line  # the configuration the seeds trained
     # a fresh clone has the journal and the per-user copies, not the runs: the same table
     shutil.rmtree(runs)
     again = fair_report(["sample"], studies, ["rns", "pns"], {"sample": 2}, out_csv, out_md)
