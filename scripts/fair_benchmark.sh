@@ -36,8 +36,8 @@ commit() {  # commit only these paths, only inside a git checkout, never failing
   done
   echo "could not commit $* (git busy?); the next commit picks it up" >&2
 }
-report() {
-  local budgets=()
+report() {  # its loop variable is local: the main loop's $ds names the files committed after a report
+  local budgets=() ds
   for ds in $DATASETS; do budgets+=(--budget "$ds=$(budget_of "$ds")"); done
   $PY -m cnsdiff_core fair-report --datasets "${DATASETS// /,}" --samplers "${SAMPLERS// /,}" \
      --studies "$OUT/studies" "${budgets[@]}" --per-user "$OUT/fair/per_user" \
