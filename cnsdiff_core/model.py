@@ -64,7 +64,10 @@ class LightGCN(nn.Module):
             final = stack[0] / (self.layers + 1)
             for layer in stack[1:]:
                 final = final.add(layer, alpha=1 / (self.layers + 1))
-        users, items = final[: self.n_users], final[self.n_users:]
+        # split, not two slices: a slice's backward writes its gradient into a zero tensor of the full
+        # (U+I, d) size and the two are added (two fills, two copies and an add per batch); split's is
+        # one concatenation, with the same values
+        users, items = final.split([self.n_users, self.n_items])
         if keep_layers:
             return users, items, layers
         return users, items
