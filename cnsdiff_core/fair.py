@@ -134,6 +134,68 @@ def dataset_rows(dataset: str, storage: str, budget: int | None, samplers: list[
     return rows
 
 
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_TABLE = REPO / "results" / "fair_benchmark.csv"  # what scripts/fair_benchmark.sh commits
+
+
+def benchmark_table(path: str | Path = SHIPPED_TABLE) -> pd.DataFrame:
+    """The fair benchmark's table as `fair_report` wrote it (one row per dataset x sampler), only
+    the datasets whose seed runs are in; an empty frame where there is no table yet. A file that is
+    not such a table raises ValueError naming the file and the missing columns."""
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a CSV table ({type(exc).__name__}); rebuild it with "
+                         "`bash scripts/fair_benchmark.sh --report`.") from None
+    missing = {"dataset", "sampler"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {', '.join(sorted(missing))}; rebuild it with "
+                         "`bash scripts/fair_benchmark.sh --report`.")
+    if "seeds" not in frame.columns or "ood_recall@20" not in frame.columns:
+        return frame.iloc[0:0]
+    done = frame.groupby("dataset", sort=False)["seeds"].transform(lambda s: s.notna().any())
+    return frame[done].reset_index(drop=True)
+
+
+def floor_value(dataset: str, metric: str = "ood_recall@20", seeds_dir: str | Path | None = None) -> float | None:
+    """MostPop's score on a dataset in the benchmark's seed table (`results/fair/<dataset>.csv`): the
+    floor a learned sampler has to clear; None where the table or the row is missing."""
+    path = Path(seeds_dir or SHIPPED_TABLE.parent / "fair") / f"{dataset}.csv"
+    try:
+        rows = pd.read_csv(path)
+        value = rows.loc[rows["sampler"] == "mostpop", metric]
+    except (OSError, KeyError, ValueError, pd.errors.ParserError):
+        return None
+    return float(value.iloc[0]) if len(value) and pd.notna(value.iloc[0]) else None
+
+
+def display_rows(part: pd.DataFrame, metric: str = "ood_recall@20") -> pd.DataFrame:
+    """One dataset's rows of `benchmark_table` as the app shows them: the search, the seeds, mean ±
+    spread of each metric, the difference from the best baseline and the paired tests."""
+    def pm(r, m):
+        v, sd = r.get(m), r.get(f"{m}_std")
+        return None if pd.isna(v) else f"{v:.4f}" + ("" if pd.isna(sd) else f" ± {sd:.4f}")
+
+    out = []
+    for _, r in part.iterrows():
+        base = r.get("best_baseline")
+        rel = r.get(f"rel_{metric}")
+        out.append({"sampler": r["sampler"],
+                    "trials (complete / pruned / failed)": None if pd.isna(r.get("n_complete")) else
+                    f"{int(r['n_complete'])} / {int(r['n_pruned'])} / {int(r['n_failed'])}",
+                    "tuning CPU-h": r.get("tuning_hours"), "seed runs": r.get("seeds"),
+                    "valid R@20": pm(r, "valid_recall@20"), "IID R@20": pm(r, "iid_recall@20"),
+                    "OOD R@20": pm(r, "ood_recall@20"), "OOD N@20": pm(r, "ood_ndcg@20"),
+                    "vs best baseline": "best baseline" if r["sampler"] == base else
+                    (None if pd.isna(rel) else f"{rel:+.1%}"),
+                    "Wilcoxon p": r.get("wilcoxon_p"), "t-test p": r.get("ttest_p"),
+                    "best configuration": _params(r["best_params"]) if isinstance(r.get("best_params"), str) else None})
+    return pd.DataFrame(out)
+
+
 def fair_report(datasets: list[str], studies_dir: str | Path, samplers: list[str], budgets: dict[str, int],
                 out_csv: str | Path, out_md: str | Path, runs_dir: str | Path | None = None,
                 per_user_dir: str | Path | None = None, metric: str = "ood_recall@20") -> pd.DataFrame:

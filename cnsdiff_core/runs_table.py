@@ -21,7 +21,7 @@ USABLE = ("finished", "early-stopped", "stopped")  # runs with results to compar
 # settings that do not change what a run learns: runs that differ only in these (and the seed)
 # are repetitions of one experiment
 NOT_THE_EXPERIMENT = ("seed", "device", "cpu_threads", "max_seconds", "eval_batch_users", "snapshot_epochs",
-                      "test_eval", "preset")
+                      "test_eval", "preset", "diagnose_every")
 
 
 def experiment_key(config: dict) -> str:

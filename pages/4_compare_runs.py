@@ -3,15 +3,49 @@ test across users, CSV export; interrupted runs can be resumed."""
 import numpy as np
 import streamlit as st
 
-from cnsdiff_core import runs_table
+from cnsdiff_core import fair, runs_table
 from cnsdiff_core.metrics import paired_test
 from cnsdiff_core.runs import PRUNED_PREFIX, StoreError
 from cnsdiff_core.samplers import UNIFORM, sampler_class
-from ui import cache, data, figures, routing, state, tasks
+from ui import cache, data, figures, pages, routing, state, tasks
 
 routing.require_frame()
 
 st.title("Compare runs")
+
+
+def fair_benchmark() -> None:
+    """The shipped fair benchmark: every sampler tuned with the same budget, 5 seeds, paired tests."""
+    try:
+        table = cache.benchmark_table()
+    except ValueError as exc:
+        st.error(str(exc))
+        return
+    if table.empty:
+        st.caption("The fair benchmark has no finished dataset yet (scripts/fair_benchmark.sh).")
+        return
+    names = list(dict.fromkeys(table["dataset"]))
+    here = state.current_dataset()
+    pick = st.radio("Dataset", names, index=names.index(here) if here in names else 0, key="fair_dataset",
+                    horizontal=True)
+    part = table[table["dataset"] == pick]
+    st.plotly_chart(figures.benchmark_bars(part, floor=fair.floor_value(pick)), key="fair_bars",
+                    config={"displaylogo": False})
+    st.dataframe(fair.display_rows(part), hide_index=True, key="fair_table",
+                 column_config={"tuning CPU-h": st.column_config.NumberColumn(format="%.2f"),
+                                "Wilcoxon p": st.column_config.NumberColumn(format="%.3g"),
+                                "t-test p": st.column_config.NumberColumn(format="%.3g")})
+    st.caption("Every sampler searched with the same Optuna budget on IID validation (lr, L2 and its own "
+               "knobs; median pruning), then its best configuration trained with 5 seeds and tested once at "
+               "the selected epoch. p-values: paired over users (mean over seeds) against the best baseline. "
+               "Commands, cost and the verdict: docs/RESULTS.md section 1. The studies themselves:")
+    pages.link("tune", label="browse the benchmark's studies on Tune")
+
+
+with st.expander("The fair benchmark: does CNSDiff beat baselines tuned the same way?", expanded=False,
+                 icon=":material/balance:"):
+    fair_benchmark()
+
 frame = cache.runs_frame()
 if frame.empty:
     st.info("No runs in the run store yet: run the demo on Home" +

@@ -316,6 +316,44 @@ def test_compare_lists_runs_trained_in_the_test_and_damaged_ones(store_root):
     assert mean == pytest.approx(vals.mean(), abs=1e-4) and spread == pytest.approx(vals.std(ddof=0), abs=1e-4)
 
 
+def test_compare_shows_the_shipped_fair_benchmark_per_dataset(store_root):
+    """The shipped table (results/fair_benchmark.csv): a bar per sampler with its spread, labelled
+    against the best baseline, a row per sampler with its search and tests, for each finished dataset."""
+    import pandas as pd
+
+    shipped = pd.read_csv(ROOT / "results" / "fair_benchmark.csv")
+    done = list(dict.fromkeys(shipped[shipped["seeds"].notna()]["dataset"]))
+    at = open_page("pages/4_compare_runs.py")
+    radio = at.radio(key="fair_dataset")
+    assert radio.options == done and "food" in done
+    radio.set_value("food").run()
+    assert not at.exception
+    spec = json.loads({c.key: c for c in at.get("plotly_chart")}["fair_bars"].proto.spec)
+    bars = spec["data"][0]
+    food = shipped[shipped["dataset"] == "food"]
+    assert list(bars["x"]) == food["sampler"].tolist() and "best baseline" in bars["text"]
+    mostpop = pd.read_csv(ROOT / "results" / "fair" / "food.csv").set_index("sampler").loc["mostpop", "ood_recall@20"]
+    assert spec["layout"]["shapes"][0]["y0"] == pytest.approx(mostpop)  # the floor, dashed
+    table = table_with(at, "vs best baseline")
+    assert table["sampler"].tolist() == food["sampler"].tolist()
+    cns = table.set_index("sampler").loc["cnsdiff"]
+    rel = food.set_index("sampler").loc["cnsdiff", "rel_ood_recall@20"]
+    assert cns["vs best baseline"] == f"{rel:+.1%}" and cns["seed runs"] == 5
+    assert "lr=" in cns["best configuration"]
+
+
+def test_benchmark_table_keeps_finished_datasets_and_names_a_bad_file(tmp_path):
+    from cnsdiff_core.fair import benchmark_table
+
+    assert benchmark_table(tmp_path / "none.csv").empty
+    path = tmp_path / "t.csv"
+    path.write_text("dataset,sampler,seeds,ood_recall@20\na,rns,5,0.1\nb,rns,,\n")
+    assert benchmark_table(path)["dataset"].tolist() == ["a"]
+    path.write_text("name,value\nx,1\n")
+    with pytest.raises(ValueError, match=r"t\.csv lacks the column\(s\) dataset, sampler"):
+        benchmark_table(path)
+
+
 def test_resume_of_a_run_without_checkpoint_fails_with_a_message(store_root):
     root, _ = store_root
     dead = Path(root) / "20200101-000002-sample-rns-demo-nockpt"

@@ -439,3 +439,34 @@ def test_fair_report_tables_the_searches_the_seeds_and_paired_tests(tmp_path):
     shutil.rmtree(runs)
     again = fair_report(["sample"], studies, ["rns", "pns"], {"sample": 2}, out_csv, out_md)
     assert again.set_index("sampler").loc[other, "wilcoxon_p"] == pytest.approx(rows.loc[other, "wilcoxon_p"])
+
+
+# --- scripts/fair_benchmark.sh: committing a live journal ------------------------------------------------
+def _git(repo, *args) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_fair_benchmark_snapshot_commits_a_live_journal_up_to_its_last_complete_line(tmp_path):
+    """`fair_benchmark.sh --snapshot` commits each journal as a worker has written it so far, without
+    the half-written last line and without touching the file the workers append to; a second
+    snapshot with nothing new commits nothing."""
+    repo = tmp_path / "clone"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "scripts" / "fair_benchmark.sh", repo / "scripts")
+    journal = repo / "results" / "studies" / "toy.journal"
+    journal.parent.mkdir(parents=True)
+    journal.write_text('{"op": 0}\n')
+    _git(repo, "init", "-q")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    journal.write_text('{"op": 0}\n{"op": 1}\n{"op": 2, "hal')  # a worker is writing line 3
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PYTHON": sys.executable}
+    for _ in range(2):
+        res = subprocess.run(["bash", "scripts/fair_benchmark.sh", "--snapshot"], cwd=repo, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+    assert _git(repo, "show", "HEAD:results/studies/toy.journal") == '{"op": 0}\n{"op": 1}\n'
+    assert journal.read_text().endswith('{"op": 2, "hal')  # the live file is as the worker left it
+    log = _git(repo, "log", "--format=%s").splitlines()
+    assert log == ["Fair benchmark: toy journal so far (snapshot)", "start"]

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from cnsdiff_core import explore as ex
-from cnsdiff_core import runs_table
+from cnsdiff_core import fair, runs_table
 from cnsdiff_core.config import TrainConfig
 from cnsdiff_core.runs import Run, RunInfo, RunStore, StoreError, default_root
 from cnsdiff_core.samplers import WITH_DENOISER
@@ -207,3 +207,14 @@ def built(name: str, key: tuple, build):
     read-only by every session: key must hold everything it depends on (a run key and the
     parameters). A figure comes back as its finished spec (read-only: draw it, do not update it)."""
     return _built(name, key, build)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _benchmark_table(path: str, mtime: float) -> pd.DataFrame:
+    return fair.benchmark_table(path)
+
+
+def benchmark_table() -> pd.DataFrame:
+    """The shipped fair benchmark's table (results/fair_benchmark.csv), read again when the file changes."""
+    path = fair.SHIPPED_TABLE
+    return _benchmark_table(str(path), path.stat().st_mtime if path.is_file() else 0.0)

@@ -111,3 +111,27 @@ def compare_bars(rows: pd.DataFrame, metrics: list[str], labels: dict[str, str])
     fig.update_layout(barmode="group", height=420, plot_bgcolor="white", margin=dict(l=10, r=10, t=30, b=10),
                       legend=dict(orientation="h", y=-0.15), yaxis=dict(gridcolor="#EEEEEE"))
     return fig
+
+
+def benchmark_bars(part: pd.DataFrame, metric: str = "ood_recall@20", floor: float | None = None) -> go.Figure:
+    """One dataset of the fair benchmark: each sampler's mean over its seeds with the spread as an
+    error bar, in its colour, labelled with its difference from the best baseline; floor: MostPop's
+    score as a dashed line."""
+    part = part[part[metric].notna()]
+    rel = part.get(f"rel_{metric}", pd.Series(np.nan, index=part.index))
+    base = part["best_baseline"].dropna().iloc[0] if part["best_baseline"].notna().any() else None
+    text = ["best baseline" if s == base else ("" if pd.isna(r) else f"{r:+.1%}")
+            for s, r in zip(part["sampler"], rel)]
+    std = part.get(f"{metric}_std", pd.Series(0.0, index=part.index)).fillna(0.0)
+    fig = go.Figure(go.Bar(x=part["sampler"], y=part[metric], error_y=dict(type="data", array=std, visible=True),
+                           marker_color=[sampler_color(s) for s in part["sampler"]], text=text, textposition="none",
+                           hovertemplate="%{x}: %{y:.4f} ± %{error_y.array:.4f} (%{text})<extra></extra>"))
+    # the difference from the best baseline under each sampler's name, clear of the error bars
+    fig.update_xaxes(tickmode="array", tickvals=list(part["sampler"]),
+                     ticktext=[f"{s}<br>{t}" for s, t in zip(part["sampler"], text)])
+    if floor is not None:
+        fig.add_hline(y=floor, line=dict(color="#555555", dash="dash", width=1),
+                      annotation_text=f"MostPop {floor:.4f}", annotation_position="top left")
+    fig.update_layout(height=360, plot_bgcolor="white", margin=dict(l=10, r=10, t=30, b=10), showlegend=False,
+                      yaxis=dict(title=f"{metric}, mean ± spread over seeds", gridcolor="#EEEEEE"))
+    return fig
