@@ -44,6 +44,22 @@ def test_users_without_test_items_are_not_counted_and_chunks_agree():
     assert len(a.per_user["recall@20"]) == a.metrics["users"]
 
 
+def test_a_test_pair_given_twice_counts_once():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(30, 40))
+    train = np.stack([rng.integers(0, 30, 200), rng.integers(0, 40, 200)], 1)
+    test = np.unique(np.stack([rng.integers(0, 30, 90), rng.integers(0, 40, 90)], 1), axis=0)
+    once = evaluate(_fixed_scores(scores), train, test, 30, 40, batch_users=8)
+    twice = evaluate(_fixed_scores(scores), train, np.concatenate([test, test[::3]]), 30, 40, batch_users=8)
+    assert once.metrics == twice.metrics
+    # recall's denominator is each user's number of distinct held-out items
+    user = int(test[0, 0])
+    row = list(once.users).index(user)
+    hits = np.isin(np.argsort(-np.where(np.isin(np.arange(40), train[train[:, 0] == user, 1]), -np.inf,
+                                        scores[user]))[:20], test[test[:, 0] == user, 1]).sum()
+    assert once.per_user["recall@20"][row] == pytest.approx(hits / (test[:, 0] == user).sum())
+
+
 def test_mostpop_and_popularity_metrics():
     train = np.array([[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 2]])
     test = np.array([[3, 0], [3, 2]])
