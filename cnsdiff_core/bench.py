@@ -154,8 +154,10 @@ def cnsdiff_floor(cfg, n_train: int, repeats: int = 30) -> dict[str, float]:
             if cfg.train_denoiser:
                 torch.tanh(hid)
 
-        for key, fn in (("exponentials", exponentials), ("synthesis products", synthesis), ("contrastive products", contrastive if cfg.cl_weight > 0 else None),
-                        ("denoiser products", denoiser if cfg.train_denoiser else None), ("random draws", draws)):
+        parts = {"synthesis products": synthesis, "contrastive products": contrastive if cfg.cl_weight > 0 else None,
+                 "denoiser products": denoiser if cfg.train_denoiser else None, "random draws": draws,
+                 "exponentials": exponentials}
+        for key, fn in parts.items():
             if fn is not None:
                 out[key] += count * _best_seconds(fn, repeats)
     return out

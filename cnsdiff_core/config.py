@@ -85,8 +85,8 @@ class TrainConfig:
                                       "candidates use the probe's first triples only: resolving a vector "
                                       "costs a (P, items) product", group=EVAL, ge=1)
     diagnose_every: int = setting(1, "measure FHN and hardness on the probe every this many evaluated epochs; "
-                                  "0 = only at the first and the selected epoch (what the curves need least: "
-                                  "tuning trials, about a tenth of an epoch's time each on Food)", group=EVAL,
+                                  "0 = only at the first and the selected epoch (tuning trials: the probe "
+                                  "takes 0.4-1 s of every Food epoch)", group=EVAL,
                                   ge=0)
     snapshot_epochs: tuple[int, ...] = setting((), "extra epochs whose probe negatives are stored "
                                                "(comma-separated)", group=EVAL)
