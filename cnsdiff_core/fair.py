@@ -82,7 +82,7 @@ def dataset_rows(dataset: str, storage: str, budget: int | None, samplers: list[
         name = tune_study_name(dataset, sampler)
         if name in names:
             study = optuna.load_study(study_name=name, storage=store)
-            summ = study_summary(study, label)
+            summ = study_summary(study, label, mark_stale=False)  # a report never writes to a journal
             row |= {"shift": summ["spec"].get("shift"), "budget": study.user_attrs.get("budget"),
                     "epochs": summ["spec"].get("epochs"), "n_complete": summ["n_complete"],
                     "n_pruned": summ["n_pruned"], "n_failed": summ["n_failed"],
@@ -191,7 +191,7 @@ def display_rows(part: pd.DataFrame, metric: str = "ood_recall@20") -> pd.DataFr
                     "OOD R@20": pm(r, "ood_recall@20"), "OOD N@20": pm(r, "ood_ndcg@20"),
                     "vs best baseline": "best baseline" if r["sampler"] == base else
                     (None if pd.isna(rel) else f"{rel:+.1%}"),
-                    "Wilcoxon p": r.get("wilcoxon_p"), "t-test p": r.get("ttest_p"),
+                    "Wilcoxon p": p_value(r.get("wilcoxon_p")), "t-test p": p_value(r.get("ttest_p")),
                     "best configuration": _params(r["best_params"]) if isinstance(r.get("best_params"), str) else None})
     return pd.DataFrame(out)
 
@@ -216,6 +216,14 @@ def fair_report(datasets: list[str], studies_dir: str | Path, samplers: list[str
     frame.to_csv(out_csv, index=False)
     Path(out_md).write_text(to_markdown(frame, metric))
     return frame
+
+
+def p_value(v) -> str:
+    """A p-value for a table: three significant digits; one that underflowed to 0 (scipy returns 0.0
+    below the smallest double) reads "< 1e-300", not a p of exactly 0."""
+    if v is None or pd.isna(v):
+        return "-"
+    return "< 1e-300" if float(v) == 0.0 else f"{float(v):.3g}"
 
 
 def to_markdown(frame: pd.DataFrame, metric: str = "ood_recall@20") -> str:
@@ -247,7 +255,7 @@ def to_markdown(frame: pd.DataFrame, metric: str = "ood_recall@20") -> str:
                 num(r.get("seeds"), "{:.0f}"), cell(r, "valid_recall@20"), cell(r, "iid_recall@20"),
                 cell(r, "ood_recall@20"), cell(r, "ood_ndcg@20"),
                 "-" if rel is None or pd.isna(rel) else ("best baseline" if r["sampler"] == base else f"{rel * 100:+.1f}%"),
-                num(r.get("wilcoxon_p"), "{:.3g}"), num(r.get("ttest_p"), "{:.3g}")]) + " |")
+                p_value(r.get("wilcoxon_p")), p_value(r.get("ttest_p"))]) + " |")
         lines.append("")
         best = [(r["sampler"], r.get("best_valid_in_search"), r.get("best_params")) for _, r in part.iterrows()
                 if isinstance(r.get("best_params"), str)]

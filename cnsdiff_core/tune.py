@@ -178,9 +178,13 @@ def trial_seconds(trial) -> float:
     return seconds
 
 
-def study_summary(study: optuna.Study, storage_label: str, extra: dict | None = None) -> dict:
-    """The `tune --json` object: best value, its parameters and run, trial counts by state."""
-    fail_stale(study)
+def study_summary(study: optuna.Study, storage_label: str, extra: dict | None = None,
+                  mark_stale: bool = True) -> dict:
+    """The `tune --json` object: best value, its parameters and run, trial counts by state. First it
+    marks the trials of dead workers failed, as a worker would; `mark_stale=False` only reads (a
+    report over a copy of a journal that a worker elsewhere still writes must not add to it)."""
+    if mark_stale:
+        fail_stale(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = max(complete, key=lambda t: t.value) if complete else None
     failures = [{"trial": t.number, "error": t.user_attrs.get("error", "")}

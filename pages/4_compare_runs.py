@@ -32,9 +32,7 @@ def fair_benchmark() -> None:
     st.plotly_chart(figures.benchmark_bars(part, floor=fair.floor_value(pick)), key="fair_bars",
                     config={"displaylogo": False})
     st.dataframe(fair.display_rows(part), hide_index=True, key="fair_table",
-                 column_config={"tuning CPU-h": st.column_config.NumberColumn(format="%.2f"),
-                                "Wilcoxon p": st.column_config.NumberColumn(format="%.3g"),
-                                "t-test p": st.column_config.NumberColumn(format="%.3g")})
+                 column_config={"tuning CPU-h": st.column_config.NumberColumn(format="%.2f")})
     st.caption("Every sampler searched with the same Optuna budget on IID validation (lr, L2 and its own "
                "knobs; median pruning), then its best configuration trained with 5 seeds and tested once at "
                "the selected epoch. p-values: paired over users (mean over seeds) against the best baseline. "

@@ -470,3 +470,45 @@ def test_fair_benchmark_snapshot_commits_a_live_journal_up_to_its_last_complete_
     assert journal.read_text().endswith('{"op": 2, "hal')  # the live file is as the worker left it
     log = _git(repo, "log", "--format=%s").splitlines()
     assert log == ["Fair benchmark: toy journal so far (snapshot)", "start"]
+
+
+def test_fair_markdown_writes_an_underflowed_p_value_as_a_bound():
+    """scipy's rank test returns 0.0 for a p below the smallest double (KuaiRec's MixGCF row); the
+    table must not claim p = 0."""
+    import pandas as pd
+    from cnsdiff_core.fair import p_value, to_markdown
+
+    assert p_value(0.0) == "< 1e-300" and p_value(0.0123) == "0.0123" and p_value(float("nan")) == "-"
+    frame = pd.DataFrame([{"dataset": "d", "sampler": "rns", "shift": "exposure", "best_baseline": "rns"},
+                          {"dataset": "d", "sampler": "pns", "shift": "exposure", "best_baseline": "rns",
+                           "rel_ood_recall@20": -0.18, "wilcoxon_p": 0.0, "ttest_p": 2.85e-24}])
+    row = next(line for line in to_markdown(frame).splitlines() if line.startswith("| pns"))
+    assert row.endswith("| -18.0% | < 1e-300 | 2.85e-24 |")
+
+
+def test_the_fair_report_only_reads_a_journal_with_a_dead_workers_trial(tmp_path):
+    """A report may run over a copy of a journal that a worker on another machine still appends to:
+    it must not write (marking a stale trial failed is the workers' job), or the copies diverge."""
+    import time as _time
+
+    import optuna
+
+    from cnsdiff_core.fair import fair_report, tune_study_name
+    from cnsdiff_core.study_storage import HeartbeatJournalStorage
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    path = studies / "sample.journal"
+    store = HeartbeatJournalStorage(str(path), 30, 120)
+    study = optuna.create_study(study_name=tune_study_name("sample", "rns"), storage=store, direction="maximize")
+    done = study.ask()
+    study.tell(done, 0.1)
+    dead = study.ask()  # its worker died long ago: last heartbeat an hour back
+    store.set_trial_system_attr(dead._trial_id, HeartbeatJournalStorage.HEARTBEAT_ATTR, _time.time() - 3600)
+    before = path.read_bytes()
+    frame = fair_report(["sample"], studies, ["rns"], {"sample": 2}, tmp_path / "f.csv", tmp_path / "f.md")
+    assert path.read_bytes() == before
+    assert frame.set_index("sampler").loc["rns", "n_complete"] == 1
+    # a worker (tune's summary) does mark it failed
+    from cnsdiff_core.tune import study_summary
+    assert study_summary(optuna.load_study(study_name=study.study_name, storage=store), "j")["n_failed"] == 1
