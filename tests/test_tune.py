@@ -486,6 +486,9 @@ def test_fair_markdown_writes_an_underflowed_p_value_as_a_bound():
                            "rel_ood_recall@20": -0.18, "wilcoxon_p": 0.0, "ttest_p": 2.85e-24}])
     row = next(line for line in to_markdown(frame).splitlines() if line.startswith("| pns"))
     assert row.endswith("| -18.0% | < 1e-300 | 2.85e-24 |")
+    # the popularity floor is said under the dataset's table when it is known
+    assert "MostPop" not in to_markdown(frame)
+    assert "MostPop (no training, the popularity floor): ood_recall@20 0.0493." in to_markdown(frame, floors={"d": 0.0493})
 
 
 def test_the_fair_report_only_reads_a_journal_with_a_dead_workers_trial(tmp_path):
