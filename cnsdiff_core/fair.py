@@ -215,8 +215,7 @@ def fair_report(datasets: list[str], studies_dir: str | Path, samplers: list[str
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out_csv, index=False)
     seeds_dir = per_user_dir.parent  # the seed tables (results/fair/<dataset>.csv) hold the MostPop row
-    floors = {ds: floor_value(ds, metric, seeds_dir) for ds in datasets}
-    Path(out_md).write_text(to_markdown(frame, metric, {k: v for k, v in floors.items() if v is not None}))
+    Path(out_md).write_text(to_markdown(frame, metric, {ds: floor_value(ds, metric, seeds_dir) for ds in datasets}))
     return frame
 
 
@@ -228,8 +227,9 @@ def p_value(v) -> str:
     return "< 1e-300" if float(v) == 0.0 else f"{float(v):.3g}"
 
 
-def to_markdown(frame: pd.DataFrame, metric: str = "ood_recall@20", floors: dict[str, float] | None = None) -> str:
-    """The report as markdown; `floors`: MostPop's score on `metric` per dataset, said under its table."""
+def to_markdown(frame: pd.DataFrame, metric: str = "ood_recall@20", floors: dict[str, float | None] | None = None) -> str:
+    """The report as markdown; `floors`: MostPop's score on `metric` per dataset (None: unknown), said
+    under its table."""
     def num(v, fmt="{:.4f}"):
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
@@ -260,7 +260,7 @@ def to_markdown(frame: pd.DataFrame, metric: str = "ood_recall@20", floors: dict
                 "-" if rel is None or pd.isna(rel) else ("best baseline" if r["sampler"] == base else f"{rel * 100:+.1f}%"),
                 p_value(r.get("wilcoxon_p")), p_value(r.get("ttest_p"))]) + " |")
         lines.append("")
-        if floors and ds in floors:
+        if (floors or {}).get(ds) is not None:
             lines += [f"MostPop (no training, the popularity floor): {metric} {floors[ds]:.4f}.", ""]
         best = [(r["sampler"], r.get("best_valid_in_search"), r.get("best_params")) for _, r in part.iterrows()
                 if isinstance(r.get("best_params"), str)]
