@@ -4,7 +4,8 @@
 # sampler's best configuration with the tests scored once at the selected epoch, then one table
 # with paired tests against the best baseline (cnsdiff_core/fair.py).
 #   bash scripts/fair_benchmark.sh            tune, seeds and report; resumable: run it again to go on
-#   bash scripts/fair_benchmark.sh --report   only the report, from what is stored
+#   bash scripts/fair_benchmark.sh --report   only the report, from what is stored (the table always
+#                                             covers every dataset with a journal, whatever DATASETS says)
 # Resumable and portable: each dataset's studies live in one journal file, OUT/studies/DATASET.journal
 # (append-only text), committed with the tables as they grow (COMMIT=1), so a fresh clone continues
 # where the last machine stopped. A study that holds its budget and a finished seed cell are skipped.
@@ -18,7 +19,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-DATASETS=${DATASETS:-"sample coat food kuairec yelp2018"}
+ALL_DATASETS="sample coat food kuairec yelp2018"
+DATASETS=${DATASETS:-$ALL_DATASETS}
 SAMPLERS=${SAMPLERS:-"rns pns dns mixgcf ahns cnsdiff"}
 TRIALS=${TRIALS:-24}; YELP_TRIALS=${YELP_TRIALS:-8}; SEEDS=${SEEDS:-5}; EPOCHS=${EPOCHS:-60}
 PATIENCE=${PATIENCE:-10}; WORKERS=${WORKERS:-2}; DEVICE=${DEVICE:-cpu}; PRESET=${PRESET:-tuned}
@@ -62,10 +64,18 @@ with_snapshots() {  # run a command; every CHECKPOINT_S seconds commit what the 
   done
   wait "$pid"
 }
+report_datasets() {  # the table covers every dataset with a journal, not only this run's DATASETS:
+  local ds seen=" "      # resuming one dataset must not drop the others' rows from the committed table
+  for ds in $ALL_DATASETS $DATASETS; do
+    case "$seen" in *" $ds "*) continue ;; esac; seen="$seen$ds "
+    { [ -f "$OUT/studies/$ds.journal" ] || [[ " $DATASETS " == *" $ds "* ]]; } && printf '%s ' "$ds"
+  done
+}
 report() {  # its loop variable is local: the main loop's $ds names the files committed after a report
-  local budgets=() ds
-  for ds in $DATASETS; do budgets+=(--budget "$ds=$(budget_of "$ds")"); done
-  $PY -m cnsdiff_core fair-report --datasets "${DATASETS// /,}" --samplers "${SAMPLERS// /,}" \
+  local budgets=() ds list
+  list=$(report_datasets); list=${list% }
+  for ds in $list; do budgets+=(--budget "$ds=$(budget_of "$ds")"); done
+  $PY -m cnsdiff_core fair-report --datasets "${list// /,}" --samplers "${SAMPLERS// /,}" \
      --studies "$OUT/studies" "${budgets[@]}" --per-user "$OUT/fair/per_user" \
      --out "$OUT/fair_benchmark.csv" --markdown "$OUT/fair_benchmark.md"
 }

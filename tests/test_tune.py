@@ -474,6 +474,31 @@ def test_fair_benchmark_snapshot_commits_a_live_journal_up_to_its_last_complete_
     assert log == ["Fair benchmark: toy journal so far (snapshot)", "start"]
 
 
+def test_fair_benchmark_report_covers_every_dataset_with_a_journal_not_only_this_runs(tmp_path):
+    """Resuming one dataset (`DATASETS=yelp2018`) ends in a report that is committed as the whole
+    table: it must still hold the other datasets' rows, so it is asked for every dataset that has a
+    journal (and each keeps its own budget), not only for those this run was given."""
+    repo = tmp_path / "clone"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "scripts" / "fair_benchmark.sh", repo / "scripts")
+    studies = repo / "results" / "studies"
+    studies.mkdir(parents=True)
+    for ds in ("sample", "food", "yelp2018"):
+        (studies / f"{ds}.journal").write_text("")
+    fake = tmp_path / "fake_python"  # stands in for the interpreter: records what the report asks for
+    fake.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$ARGS_OUT"\n')
+    fake.chmod(0o755)
+    args_out = tmp_path / "args.txt"
+    env = {**os.environ, "PYTHON": str(fake), "ARGS_OUT": str(args_out), "DATASETS": "yelp2018"}
+    res = subprocess.run(["bash", "scripts/fair_benchmark.sh", "--report"], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    args = args_out.read_text().splitlines()
+    assert args[args.index("--datasets") + 1] == "sample,food,yelp2018"
+    budgets = [args[i + 1] for i, a in enumerate(args) if a == "--budget"]
+    assert budgets == ["sample=24", "food=24", "yelp2018=8"]
+
+
 def test_fair_markdown_writes_an_underflowed_p_value_as_a_bound():
     """scipy's rank test returns 0.0 for a p below the smallest double (KuaiRec's MixGCF row); the
     table must not claim p = 0."""
