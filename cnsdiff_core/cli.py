@@ -9,6 +9,7 @@ are in `commands`. These two are the only modules that print.
   tune        an Optuna study of one sampler's settings on one storage (any number of workers)
   experiment  every sampler x seeds on one dataset, one results table (docs/RESULTS.md)
   fair-report the fair benchmark's table from its studies (scripts/fair_benchmark.sh)
+  fair-pairs  one sampler of that table against every other, paired over users
   report      merge experiment CSVs into one table
   bench       seconds per epoch, evaluation time, memory, where the time goes
   precompute  the workshop bundle of runs and projections
@@ -20,7 +21,7 @@ import sys
 import warnings
 
 from .commands import (cmd_train, cmd_import, cmd_resume, cmd_list, cmd_datasets,
-                       cmd_experiment, cmd_tune, cmd_fair_report, cmd_report, cmd_bench, cmd_precompute)
+                       cmd_experiment, cmd_tune, cmd_fair_report, cmd_fair_pairs, cmd_report, cmd_bench, cmd_precompute)
 from .config import PRESETS, SAMPLERS, ConfigError, help_text
 from .samplers import METHOD
 
@@ -145,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--out", default="results/fair_benchmark.csv")
     fr.add_argument("--markdown", default="results/fair_benchmark.md")
     fr.set_defaults(func=cmd_fair_report)
+    fp = sub.add_parser("fair-pairs", help="one sampler of the fair benchmark against every other, paired over users")
+    fp.add_argument("--dataset", required=True)
+    fp.add_argument("--sampler", default="cnsdiff")
+    fp.add_argument("--table", default="results/fair_benchmark.csv", help="the benchmark table (its run ids)")
+    fp.add_argument("--per-user", help="folder of the per-user copies (default TABLE's folder/fair/per_user)")
+    fp.add_argument("--metrics", default="ood_recall@20,iid_recall@20", help="comma-separated per-user metrics")
+    fp.set_defaults(func=cmd_fair_pairs)
 
     rp = sub.add_parser("report", help="merge experiment CSVs of one dataset into one table")
     rp.add_argument("csv", nargs="+")

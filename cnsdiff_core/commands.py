@@ -322,6 +322,18 @@ def cmd_fair_report(args) -> int:
     print(f"wrote {args.out} and {args.markdown} ({len(frame)} rows)")
     return 0
 
+def cmd_fair_pairs(args) -> int:
+    from .fair import fair_pairs, pairs_markdown
+
+    try:
+        pairs = fair_pairs(args.dataset, args.sampler, args.table, args.per_user,
+                           tuple(m for m in args.metrics.split(",") if m))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"{args.sampler} on {args.dataset} against every other sampler (per-user means over the seeds):\n")
+    print(pairs_markdown(pairs))
+    return 0
+
 def cmd_report(args) -> int:
     from pathlib import Path
 

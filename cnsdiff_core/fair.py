@@ -219,6 +219,67 @@ def fair_report(datasets: list[str], studies_dir: str | Path, samplers: list[str
     return frame
 
 
+def fair_pairs(dataset: str, sampler: str, table: str | Path = SHIPPED_TABLE, per_user_dir: str | Path | None = None,
+               metrics: tuple[str, ...] = ("ood_recall@20", "iid_recall@20")) -> pd.DataFrame:
+    """One sampler against every other of a dataset, paired over users on each metric (mean over each
+    sampler's seeds), from the benchmark table's run ids and the per-user copies: what the table's
+    single comparison with the best baseline leaves out. `differing` is the share of users whose two
+    values differ: where it is small the rank test (ties split between the sides) is conservative."""
+    frame = benchmark_table(table)
+    part = frame[frame["dataset"] == dataset] if not frame.empty else frame
+    if part.empty:
+        known = ", ".join(sorted(frame["dataset"].unique())) if not frame.empty else "none"
+        raise ValueError(f"{table} has no seed runs for dataset {dataset!r} (datasets with seed runs: {known}).")
+    runs = {r["sampler"]: str(r["run_ids"]).split() for _, r in part.iterrows() if isinstance(r.get("run_ids"), str)}
+    if sampler not in runs:
+        raise ValueError(f"{table} has no seed runs of {sampler!r} on {dataset} (samplers: {', '.join(runs)}).")
+    per_user_dir = Path(per_user_dir) if per_user_dir else Path(table).parent / "fair" / "per_user"
+    out = []
+    for metric in metrics:
+        means = {}
+        for name, ids in runs.items():
+            means[name] = _user_means(ids, dataset, None, per_user_dir, metric)
+            if means[name] is None:
+                raise ValueError(f"a per-user copy ({metric}) of {name}'s runs on {dataset} is missing under "
+                                 f"{per_user_dir / dataset}; rebuild them with `bash scripts/fair_benchmark.sh "
+                                 "--report` where the runs are.")
+        mine = means[sampler]
+        for other, theirs in means.items():
+            if other == sampler:
+                continue
+            common = mine.index.intersection(theirs.index)
+            a, b = mine.loc[common].to_numpy(), theirs.loc[common].to_numpy()
+            res = paired_test(a, b)
+            out.append({"dataset": dataset, "sampler": sampler, "other": other, "metric": metric,
+                        "mean": float(a.mean()), "other_mean": float(b.mean()),
+                        "rel": float(a.mean() / b.mean() - 1) if b.mean() else math.nan,
+                        "users": len(common), "differing": float(np.mean(a != b)) if len(common) else math.nan,
+                        "wilcoxon_p": res["wilcoxon_p"], "ttest_p": res["ttest_p"]})
+    return pd.DataFrame(out)
+
+
+def pairs_display(pairs: pd.DataFrame) -> pd.DataFrame:
+    """`fair_pairs` as the app shows it: one row per metric and other sampler, numbers formatted."""
+    return pd.DataFrame([{"metric": r["metric"], "against": r["other"], "this sampler": round(r["mean"], 4),
+                          "the other": round(r["other_mean"], 4),
+                          "difference": "-" if pd.isna(r["rel"]) else f"{r['rel']:+.1%}",
+                          "users": int(r["users"]), "differing": f"{r['differing']:.1%}",
+                          "Wilcoxon p": p_value(r["wilcoxon_p"]), "t-test p": p_value(r["ttest_p"])}
+                         for _, r in pairs.iterrows()])
+
+
+def pairs_markdown(pairs: pd.DataFrame) -> str:
+    """`fair_pairs` as a markdown table."""
+    me = pairs["sampler"].iloc[0] if len(pairs) else "sampler"
+    lines = [f"| metric | against | {me} | the other | difference | users | differing | Wilcoxon p | t-test p |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in pairs.iterrows():
+        rel = "-" if pd.isna(r["rel"]) else f"{r['rel'] * 100:+.1f}%"
+        lines.append(f"| {r['metric']} | {r['other']} | {r['mean']:.4f} | {r['other_mean']:.4f} | {rel} | "
+                     f"{int(r['users'])} | {r['differing']:.1%} | {p_value(r['wilcoxon_p'])} | {p_value(r['ttest_p'])} |")
+    return "\n".join(lines)
+
+
 def p_value(v) -> str:
     """A p-value for a table: three significant digits; one that underflowed to 0 (scipy returns 0.0
     below the smallest double) reads "< 1e-300", not a p of exactly 0."""

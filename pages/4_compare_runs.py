@@ -38,6 +38,20 @@ def fair_benchmark() -> None:
                "the selected epoch. p-values: paired over users (mean over seeds) against the best baseline. "
                "Commands, cost and the verdict: docs/RESULTS.md section 1. The studies themselves:")
     pages.link("tune", label="browse the benchmark's studies on Tune")
+    samplers = part["sampler"].tolist()
+    me = st.selectbox("Pair one sampler with every other", samplers, key="fair_pair_sampler",
+                      index=samplers.index("cnsdiff") if "cnsdiff" in samplers else 0,
+                      help="Paired over users on the OOD and IID tests (mean over each sampler's seeds): what "
+                           "the table's one comparison with the best baseline leaves out.")
+    try:
+        pairs = cache.benchmark_pairs(pick, me)
+    except ValueError as exc:
+        st.warning(str(exc))
+        return
+    st.dataframe(fair.pairs_display(pairs), hide_index=True, key="fair_pairs")
+    st.caption("'differing': the share of users whose two values differ; where it is small the rank test "
+               "(ties split between the sides) is conservative. The same table: `python -m cnsdiff_core "
+               f"fair-pairs --dataset {pick} --sampler {me}`.")
 
 
 with st.expander("The fair benchmark: does CNSDiff beat baselines tuned the same way?", expanded=False,

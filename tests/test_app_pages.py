@@ -340,6 +340,17 @@ def test_compare_shows_the_shipped_fair_benchmark_per_dataset(store_root):
     rel = food.set_index("sampler").loc["cnsdiff", "rel_ood_recall@20"]
     assert cns["vs best baseline"] == f"{rel:+.1%}" and cns["seed runs"] == 5
     assert "lr=" in cns["best configuration"]
+    # CNSDiff paired with every other sampler, from the shipped per-user copies
+    from cnsdiff_core.fair import fair_pairs
+
+    pairs = table_with(at, "differing")
+    assert at.selectbox(key="fair_pair_sampler").value == "cnsdiff"
+    expected = fair_pairs("food", "cnsdiff")
+    assert pairs["against"].tolist() == expected["other"].tolist()
+    ahns = pairs[(pairs["metric"] == "ood_recall@20") & (pairs["against"] == "ahns")].iloc[0]
+    assert ahns["difference"] == f"{rel:+.1%}"  # AHNS is Food's best baseline: the table's own comparison
+    at.selectbox(key="fair_pair_sampler").set_value("ahns").run()
+    assert not at.exception and "cnsdiff" in table_with(at, "differing")["against"].tolist()
 
 
 def test_benchmark_table_keeps_finished_datasets_and_names_a_bad_file(tmp_path):

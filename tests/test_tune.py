@@ -499,6 +499,50 @@ def test_fair_benchmark_report_covers_every_dataset_with_a_journal_not_only_this
     assert budgets == ["sample=24", "food=24", "yelp2018=8"]
 
 
+def test_fair_pairs_tests_one_sampler_against_every_other_from_the_committed_copies(tmp_path):
+    """`fair-pairs` pairs a sampler with each other sampler of a dataset over users, on the mean over
+    each one's seeds, from the table's run ids and the per-user copies alone (no journal, no runs);
+    it reports the share of users whose values differ; a dataset without seed runs is one sentence."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    from cnsdiff_core.fair import fair_pairs, pairs_markdown
+
+    rng = np.random.default_rng(0)
+    users = np.arange(50, dtype=np.int32)
+    per_user = tmp_path / "fair" / "per_user" / "toy"
+    per_user.mkdir(parents=True)
+    values = {}
+    for sampler, shift in (("cnsdiff", 0.0), ("rns", 0.2), ("dns", 0.0)):
+        for seed in range(2):
+            ood = (rng.random(50) < 0.3 + shift).astype(np.float32)
+            ood[:10] = 0.0  # ten users no sampler reaches
+            values[sampler, seed] = ood
+            np.savez_compressed(per_user / f"{sampler}-{seed}.npz", ood_users=users, **{"ood_recall@20": ood},
+                                iid_users=users, **{"iid_recall@20": ood})
+    table = tmp_path / "fair_benchmark.csv"
+    pd.DataFrame([{"dataset": "toy", "sampler": s, "seeds": 2, "ood_recall@20": 0.1,
+                   "run_ids": f"{s}-0 {s}-1"} for s in ("cnsdiff", "rns", "dns")]).to_csv(table, index=False)
+    pairs = fair_pairs("toy", "cnsdiff", table, metrics=("ood_recall@20",))
+    assert list(pairs["other"]) == ["rns", "dns"]
+    mine = (values["cnsdiff", 0] + values["cnsdiff", 1]) / 2
+    theirs = (values["rns", 0] + values["rns", 1]) / 2
+    row = pairs.set_index("other").loc["rns"]
+    assert row["mean"] == pytest.approx(mine.mean()) and row["other_mean"] == pytest.approx(theirs.mean())
+    assert row["rel"] == pytest.approx(mine.mean() / theirs.mean() - 1)
+    assert row["differing"] == pytest.approx(np.mean(mine != theirs)) and row["differing"] <= 0.8
+    assert row["ttest_p"] == pytest.approx(stats.ttest_rel(mine, theirs).pvalue)
+    assert "| ood_recall@20 | rns |" in pairs_markdown(pairs) and "| cnsdiff | the other |" in pairs_markdown(pairs)
+    with pytest.raises(ValueError, match="no seed runs for dataset 'food'.*toy"):
+        fair_pairs("food", "cnsdiff", table)
+    with pytest.raises(ValueError, match="no seed runs of 'mixgcf'"):
+        fair_pairs("toy", "mixgcf", table)
+    (per_user / "dns-1.npz").unlink()  # a copy that went missing is said, not a comparison dropped
+    with pytest.raises(ValueError, match="copy .* of dns's runs on toy is missing"):
+        fair_pairs("toy", "cnsdiff", table, metrics=("ood_recall@20",))
+
+
 def test_fair_markdown_writes_an_underflowed_p_value_as_a_bound():
     """scipy's rank test returns 0.0 for a p below the smallest double (KuaiRec's MixGCF row); the
     table must not claim p = 0."""

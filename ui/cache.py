@@ -218,3 +218,14 @@ def benchmark_table() -> pd.DataFrame:
     """The shipped fair benchmark's table (results/fair_benchmark.csv), read again when the file changes."""
     path = fair.SHIPPED_TABLE
     return _benchmark_table(str(path), path.stat().st_mtime if path.is_file() else 0.0)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _benchmark_pairs(dataset: str, sampler: str, path: str, mtime: float) -> pd.DataFrame:
+    return fair.fair_pairs(dataset, sampler, path)
+
+
+def benchmark_pairs(dataset: str, sampler: str) -> pd.DataFrame:
+    """`fair.fair_pairs` on the shipped table, read again when the table changes; ValueError as there."""
+    path = fair.SHIPPED_TABLE
+    return _benchmark_pairs(dataset, sampler, str(path), path.stat().st_mtime if path.is_file() else 0.0)
