@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     fr.set_defaults(func=cmd_fair_report)
     fp = sub.add_parser("fair-pairs", help="one sampler of the fair benchmark against every other, paired over users")
     fp.add_argument("--dataset", required=True)
-    fp.add_argument("--sampler", default="cnsdiff")
+    fp.add_argument("--sampler", default=METHOD)
     fp.add_argument("--table", default="results/fair_benchmark.csv", help="the benchmark table (its run ids)")
     fp.add_argument("--per-user", help="folder of the per-user copies (default TABLE's folder/fair/per_user)")
     fp.add_argument("--metrics", default="ood_recall@20,iid_recall@20", help="comma-separated per-user metrics")

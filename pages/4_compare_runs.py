@@ -6,7 +6,7 @@ import streamlit as st
 from cnsdiff_core import fair, runs_table
 from cnsdiff_core.metrics import paired_test
 from cnsdiff_core.runs import PRUNED_PREFIX, StoreError
-from cnsdiff_core.samplers import UNIFORM, sampler_class
+from cnsdiff_core.samplers import METHOD, UNIFORM, sampler_class
 from ui import cache, data, figures, pages, routing, state, tasks
 
 routing.require_frame()
@@ -40,7 +40,7 @@ def fair_benchmark() -> None:
     pages.link("tune", label="browse the benchmark's studies on Tune")
     samplers = part["sampler"].tolist()
     me = st.selectbox("Pair one sampler with every other", samplers, key="fair_pair_sampler",
-                      index=samplers.index("cnsdiff") if "cnsdiff" in samplers else 0,
+                      index=samplers.index(METHOD) if METHOD in samplers else 0,
                       help="Paired over users on the OOD and IID tests (mean over each sampler's seeds): what "
                            "the table's one comparison with the best baseline leaves out.")
     try:
