@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"add CNSDiff rows (e.g. tuned,paper); one or more of {', '.join(PRESETS)}")
     e.add_argument("--set", action="append", metavar="KEY=VALUE")
     e.add_argument("--variant", action="append", metavar="NAME:KEY=VALUE,...",
-                   help="an extra CNSDiff row: the first preset with these overrides, labelled NAME (repeatable)")
+                   help="an extra CNSDiff row: the first preset (with --best-from: CNSDiff's best configuration) with "
+                   "these overrides, labelled NAME (repeatable)")
     e.add_argument("--best-from", metavar="STORAGE", help="train each sampler with the best parameters of its "
                    "study BEST_PREFIX<sampler> in this storage (rows labelled optuna-best)")
     e.add_argument("--best-prefix", default="", help="study name prefix for --best-from (e.g. fair-food-)")

@@ -35,7 +35,8 @@ def grid_cells(samplers: list[str], presets: list[str] | str = "tuned", seeds: i
     """The experiment grid: every sampler at the first preset; CNSDiff also at every further preset
     (the presets differ in CNSDiff's knobs), at `reference` when asked, and in each variant (a name
     and overrides of the first preset); every cell for seeds 0..seeds-1. sampler_overrides: per
-    sampler overrides (e.g. a study's best parameters), labelled `label`."""
+    sampler overrides (e.g. a study's best parameters), labelled `label`; a variant applies on top of
+    the method's (an ablation of its best configuration)."""
     presets = [p.strip() for p in presets.split(",")] if isinstance(presets, str) else list(presets)
     presets = [p for p in presets if p] or ["tuned"]
     base: list[tuple[str, str, str, dict]] = []
@@ -46,8 +47,9 @@ def grid_cells(samplers: list[str], presets: list[str] | str = "tuned", seeds: i
             base += [(s, p, p, extra) for p in presets[1:]]
     if with_reference and METHOD in samplers and "reference" not in presets:
         base.append((METHOD, "reference", "reference", {}))
-    if METHOD in samplers:
-        base += [(METHOD, presets[0], name, dict(v)) for name, v in (variants or {}).items()]
+    if METHOD in samplers:  # a variant changes the method's own cell: its overrides go on top of the sampler's
+        mine = dict((sampler_overrides or {}).get(METHOD, {}))
+        base += [(METHOD, presets[0], name, {**mine, **v}) for name, v in (variants or {}).items()]
     return [GridCell(s, p, lab, seed, ov) for s, p, lab, ov in base for seed in range(int(seeds))]
 
 

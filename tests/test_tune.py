@@ -401,6 +401,28 @@ def test_a_bad_grid_setting_is_refused_before_training(tmp_path):
     assert not (tmp_path / "runs").exists() or not RunStore(tmp_path / "runs").list_runs()
 
 
+def test_a_variant_ablates_the_methods_best_configuration_not_the_preset():
+    """`experiment --best-from ... --variant nocausal:causal=none`: the variant's cell is the best
+    configuration with that one setting changed (RESULTS 1's Yelp2018 ablation), the same config as
+    `train` with the best settings and `--set causal=none`; without --best-from it is the preset's."""
+    from cnsdiff_core.config import preset_config
+    from cnsdiff_core.grid import cell_config, grid_cells
+
+    best = {"cnsdiff": {"lr": 0.0026, "causal": "env-variance", "causal_weight": 103.0, "cl_weight": 0.07},
+            "rns": {"lr": 0.008}}
+    cells = grid_cells(["rns", "cnsdiff"], "tuned", seeds=1, with_reference=False,
+                       variants={"nocausal": {"causal": "none"}}, sampler_overrides=best, label="optuna-best")
+    by = {c.label if c.sampler == "cnsdiff" else c.sampler: c for c in cells}
+    assert set(by) == {"rns", "optuna-best", "nocausal"}
+    cfg = cell_config(by["nocausal"], "sample", "exposure", "cpu", {"epochs": 3})
+    manual = preset_config("tuned", **{**best["cnsdiff"], "causal": "none", "epochs": 3, "dataset": "sample",
+                                       "shift": "exposure", "sampler": "cnsdiff", "seed": 0, "device": "cpu"})
+    assert cfg.to_dict() | {"preset": None} == manual.to_dict() | {"preset": None}
+    assert cfg.lr == pytest.approx(0.0026) and cfg.causal == "none" and cfg.cl_weight == pytest.approx(0.07)
+    plain = grid_cells(["cnsdiff"], "tuned", with_reference=False, variants={"nocausal": {"causal": "none"}})
+    assert next(c for c in plain if c.label == "nocausal").overrides == {"causal": "none"}
+
+
 # --- the fair benchmark's report ---------------------------------------------------------------------
 def test_fair_report_tables_the_searches_the_seeds_and_paired_tests(tmp_path):
     import pandas as pd
