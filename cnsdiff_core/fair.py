@@ -172,6 +172,29 @@ def floor_value(dataset: str, metric: str = "ood_recall@20", seeds_dir: str | Pa
     return float(value.iloc[0]) if len(value) and pd.notna(value.iloc[0]) else None
 
 
+def verdict_rows(table: pd.DataFrame, sampler: str | None = None, metric: str = "ood_recall@20") -> pd.DataFrame:
+    """The benchmark's answer in one row per dataset: the method (or `sampler`) against that
+    dataset's best tuned baseline on `metric`, with both paired tests, as `benchmark_table` holds it."""
+    from .samplers import METHOD
+
+    sampler = sampler or METHOD
+    out = []
+    for ds, part in table.groupby("dataset", sort=False):
+        mine = part[part["sampler"] == sampler]
+        if mine.empty:
+            continue
+        r = mine.iloc[0]
+        base = r.get("best_baseline")
+        rel = r.get(f"rel_{metric}")
+        base_value = part.loc[part["sampler"] == base, metric]
+        out.append({"dataset": ds, "shift": r.get("shift"), "best baseline": base,
+                    f"its {metric}": round(float(base_value.iloc[0]), 4) if len(base_value) else None,
+                    f"{sampler} {metric}": None if pd.isna(r.get(metric)) else round(float(r.get(metric)), 4),
+                    "difference": None if pd.isna(rel) else f"{rel:+.1%}",
+                    "Wilcoxon p": p_value(r.get("wilcoxon_p")), "t-test p": p_value(r.get("ttest_p"))})
+    return pd.DataFrame(out)
+
+
 def display_rows(part: pd.DataFrame, metric: str = "ood_recall@20") -> pd.DataFrame:
     """One dataset's rows of `benchmark_table` as the app shows them: the search, the seeds, mean ±
     spread of each metric, the difference from the best baseline and the paired tests."""

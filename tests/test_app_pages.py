@@ -324,6 +324,13 @@ def test_compare_shows_the_shipped_fair_benchmark_per_dataset(store_root):
     shipped = pd.read_csv(ROOT / "results" / "fair_benchmark.csv")
     done = list(dict.fromkeys(shipped[shipped["seeds"].notna()]["dataset"]))
     at = open_page("pages/4_compare_runs.py")
+    # the answer first: the method against each finished dataset's best baseline, from the same table
+    verdict = table_with(at, "best baseline").set_index("dataset")
+    assert list(verdict.index) == done
+    cns = shipped[shipped["sampler"] == "cnsdiff"].set_index("dataset")
+    for ds in done:
+        assert verdict.loc[ds, "best baseline"] == cns.loc[ds, "best_baseline"]
+        assert verdict.loc[ds, "difference"] == f"{cns.loc[ds, 'rel_ood_recall@20']:+.1%}"
     radio = at.radio(key="fair_dataset")
     assert radio.options == done and "food" in done
     radio.set_value("food").run()
