@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .samplers import BASELINES
+from .samplers import BASELINES, METHOD
 from .metrics import paired_test
 
 PER_USER_KEYS = ("ood_users", "ood_recall@20", "ood_ndcg@20", "iid_users", "iid_recall@20", "iid_ndcg@20")
@@ -175,8 +175,6 @@ def floor_value(dataset: str, metric: str = "ood_recall@20", seeds_dir: str | Pa
 def verdict_rows(table: pd.DataFrame, sampler: str | None = None, metric: str = "ood_recall@20") -> pd.DataFrame:
     """The benchmark's answer in one row per dataset: the method (or `sampler`) against that
     dataset's best tuned baseline on `metric`, with both paired tests, as `benchmark_table` holds it."""
-    from .samplers import METHOD
-
     sampler = sampler or METHOD
     out = []
     for ds, part in table.groupby("dataset", sort=False):
@@ -282,9 +280,10 @@ def fair_pairs(dataset: str, sampler: str, table: str | Path = SHIPPED_TABLE, pe
 
 
 def pairs_display(pairs: pd.DataFrame) -> pd.DataFrame:
-    """`fair_pairs` as the app shows it: one row per metric and other sampler, numbers formatted."""
-    return pd.DataFrame([{"metric": r["metric"], "against": r["other"], "this sampler": round(r["mean"], 4),
-                          "the other": round(r["other_mean"], 4),
+    """`fair_pairs` as the app and `fair-pairs` show it: one row per metric and other sampler,
+    numbers formatted."""
+    return pd.DataFrame([{"metric": r["metric"], "against": r["other"], "this sampler": f"{r['mean']:.4f}",
+                          "the other": f"{r['other_mean']:.4f}",
                           "difference": "-" if pd.isna(r["rel"]) else f"{r['rel']:+.1%}",
                           "users": int(r["users"]), "differing": f"{r['differing']:.1%}",
                           "Wilcoxon p": p_value(r["wilcoxon_p"]), "t-test p": p_value(r["ttest_p"])}
@@ -292,15 +291,11 @@ def pairs_display(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def pairs_markdown(pairs: pd.DataFrame) -> str:
-    """`fair_pairs` as a markdown table."""
-    me = pairs["sampler"].iloc[0] if len(pairs) else "sampler"
-    lines = [f"| metric | against | {me} | the other | difference | users | differing | Wilcoxon p | t-test p |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for _, r in pairs.iterrows():
-        rel = "-" if pd.isna(r["rel"]) else f"{r['rel'] * 100:+.1f}%"
-        lines.append(f"| {r['metric']} | {r['other']} | {r['mean']:.4f} | {r['other_mean']:.4f} | {rel} | "
-                     f"{int(r['users'])} | {r['differing']:.1%} | {p_value(r['wilcoxon_p'])} | {p_value(r['ttest_p'])} |")
-    return "\n".join(lines)
+    """`pairs_display` as a markdown table, its sampler named in the header."""
+    shown = pairs_display(pairs)
+    header = [str(pairs["sampler"].iloc[0]) if c == "this sampler" and len(pairs) else c for c in shown.columns]
+    rows = ["| " + " | ".join(map(str, r)) + " |" for r in shown.itertuples(index=False)]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows])
 
 
 def p_value(v) -> str:

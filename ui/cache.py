@@ -214,10 +214,15 @@ def _benchmark_table(path: str, mtime: float) -> pd.DataFrame:
     return fair.benchmark_table(path)
 
 
+def _shipped_table() -> tuple[str, float]:
+    """The shipped fair benchmark's path and its modification time: the key that rereads it when it changes."""
+    path = fair.SHIPPED_TABLE
+    return str(path), path.stat().st_mtime if path.is_file() else 0.0
+
+
 def benchmark_table() -> pd.DataFrame:
     """The shipped fair benchmark's table (results/fair_benchmark.csv), read again when the file changes."""
-    path = fair.SHIPPED_TABLE
-    return _benchmark_table(str(path), path.stat().st_mtime if path.is_file() else 0.0)
+    return _benchmark_table(*_shipped_table())
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -227,5 +232,4 @@ def _benchmark_pairs(dataset: str, sampler: str, path: str, mtime: float) -> pd.
 
 def benchmark_pairs(dataset: str, sampler: str) -> pd.DataFrame:
     """`fair.fair_pairs` on the shipped table, read again when the table changes; ValueError as there."""
-    path = fair.SHIPPED_TABLE
-    return _benchmark_pairs(dataset, sampler, str(path), path.stat().st_mtime if path.is_file() else 0.0)
+    return _benchmark_pairs(dataset, sampler, *_shipped_table())
